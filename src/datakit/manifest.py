@@ -1,0 +1,236 @@
+"""The manifest: one Parquet table per stage output, one row per image (ARCHITECTURE.md).
+
+Column names live here as constants. `write_table` is atomic (temp file, fsync, `os.replace`);
+`read_manifest` validates and reports every problem at once, naming the file and the rows.
+`failures.parquet` holds one row per URL or file that did not become an image, with a reason
+code from `REASONS`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from datakit import faults
+from datakit.errors import ManifestError
+from datakit.fsutil import atomic_write
+
+MANIFEST = "manifest.parquet"
+FAILURES = "failures.parquet"
+
+# Core columns (ARCHITECTURE.md): written by scrape or ingest, kept by every later stage.
+IMAGE_ID = "image_id"
+PATH = "path"
+LABEL = "label"
+CORE_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("path", pa.string()),
+        ("label", pa.string()),
+        ("query", pa.string()),
+        ("item", pa.string()),
+        ("attribute", pa.string()),
+        ("provider", pa.string()),
+        ("provider_id", pa.string()),
+        ("source_url", pa.string()),
+        ("page_url", pa.string()),
+        ("license", pa.string()),
+        ("license_url", pa.string()),
+        ("creator", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("format", pa.string()),
+        ("bytes", pa.int64()),
+    ]
+)
+CORE_COLUMNS = CORE_SCHEMA.names
+
+# Extra columns scrape adds (stages add columns; they never rewrite others' columns).
+SCRAPE_SCHEMA = pa.schema(
+    list(CORE_SCHEMA)
+    + [
+        ("rank", pa.int32()),
+        ("title", pa.string()),
+        ("orig_width", pa.int32()),
+        ("orig_height", pa.int32()),
+        ("downsized", pa.bool_()),
+        ("has_gps", pa.bool_()),
+        ("content_type", pa.string()),
+        ("content_type_mismatch", pa.bool_()),
+    ]
+)
+
+FAILURE_SCHEMA = pa.schema(
+    [
+        ("url", pa.string()),
+        ("query", pa.string()),
+        ("label", pa.string()),
+        ("item", pa.string()),
+        ("attribute", pa.string()),
+        ("provider", pa.string()),
+        ("provider_id", pa.string()),
+        ("page_url", pa.string()),
+        ("rank", pa.int32()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("attempts", pa.int32()),
+        ("http_status", pa.int32()),
+        ("content_type", pa.string()),
+        ("image_id", pa.string()),  # set for duplicate_bytes: the image it duplicates
+    ]
+)
+
+# Fixed reason codes (img2dataset-style status; never silent). `http_<code>` is also allowed.
+REASONS: dict[str, str] = {
+    "connect_error": "the host refused or dropped the connection",
+    "dns_error": "the host name did not resolve",
+    "tls_error": "the TLS certificate was not trusted",
+    "timeout": "the download did not finish within its deadline",
+    "payload_error": "the connection broke mid-body",
+    "incomplete": "the body was shorter than its Content-Length",
+    "rate_limited": "the host kept answering 429 / asked to wait longer than allowed",
+    "too_large": "the body (decoded) is larger than fetch.max_bytes",
+    "bad_encoding": "the Content-Encoding could not be decoded",
+    "too_many_redirects": "more redirects than fetch.max_redirects",
+    "bad_scheme": "a URL or redirect to a scheme other than http/https",
+    "bad_url": "the URL is malformed, relative, or carries credentials",
+    "blocked_address": "the host resolves to a private, loopback or otherwise non-global address",
+    "blocked_port": "the URL uses a port outside fetch.allowed_ports",
+    "bad_response": "the server's response was malformed (headers too large, bad status line)",
+    "robots_optout": "the host opted out of AI use (X-Robots-Tag: noai / noimageai / ...)",
+    "empty": "the response had no body (0 bytes, 204, 304)",
+    "not_an_image": "the bytes are not an image (HTML, text, random bytes)",
+    "unsupported_format": "an image format outside the allow-list (SVG, TIFF, HEIC, EPS, ...)",
+    "truncated": "the image is cut off: a full decode failed",
+    "decode_error": "the image could not be decoded",
+    "too_many_pixels": "width x height above image.max_decode_pixels (decompression bomb)",
+    "too_small": "shorter side below image.min_side",
+    "aspect": "aspect ratio above image.max_aspect",
+    "transform_error": "the image decoded but could not be normalised or downsized",
+    "duplicate_url": "the same URL was already fetched for an earlier result",
+    "duplicate_bytes": "the same bytes are already stored (see image_id)",
+    "missing_file": "the local file named by the source does not exist",
+}
+
+
+def is_known_reason(reason: str) -> bool:
+    return reason in REASONS or (reason.startswith("http_") and reason[5:].isdigit())
+
+
+def _table(df: pd.DataFrame, schema: pa.Schema | None) -> pa.Table:
+    """Arrow table with known columns typed by `schema` and any extra columns inferred."""
+    if schema is None:
+        return pa.Table.from_pandas(df, preserve_index=False)
+    fields = [f for f in schema if f.name in df.columns]
+    extra = [c for c in df.columns if c not in schema.names]
+    arrays = []
+    names = []
+    for f in fields:
+        col = df[f.name].astype("object")
+        col = col.where(col.notna(), None)  # NaN/NA -> null, whatever pandas inferred
+        arrays.append(pa.array(col.tolist(), type=f.type))
+        names.append(f.name)
+    for c in extra:
+        arrays.append(pa.array(df[c].tolist()))
+        names.append(c)
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def write_table(df: pd.DataFrame, path: Path, schema: pa.Schema | None = None) -> None:
+    """Write `df` to Parquet atomically (temp in the same folder, fsync, os.replace)."""
+    table = _table(df.reset_index(drop=True), schema)
+    def _write(tmp: str) -> None:
+        pq.write_table(table, tmp, compression="zstd")
+        faults.point("manifest_written")  # temp complete, not yet in place
+
+    atomic_write(Path(path), _write)
+
+
+def empty_frame(schema: pa.Schema) -> pd.DataFrame:
+    return schema.empty_table().to_pandas()
+
+
+def find_project_root(start: Path) -> Path:
+    """The folder manifest `path`s are relative to: the nearest ancestor of `start` holding
+    `.dvc`, `dvc.yaml` or `.git`; else the current directory when `start` lies inside it;
+    else `start` itself. The same rule on every machine keeps paths portable across clones."""
+    start = Path(start).absolute()
+    for folder in (start, *start.parents):
+        if any((folder / marker).exists() for marker in (".dvc", "dvc.yaml", ".git")):
+            return folder
+    cwd = Path.cwd().absolute()
+    if start == cwd or cwd in start.parents:
+        return cwd
+    return start
+
+
+def _fmt_rows(rows: Iterable[int], limit: int = 10) -> str:
+    rows = list(rows)
+    shown = ", ".join(str(r) for r in rows[:limit])
+    return shown + (f" (and {len(rows) - limit} more)" if len(rows) > limit else "")
+
+
+def read_table(path: Path, what: str = "manifest") -> pd.DataFrame:
+    """Read a Parquet table, turning every failure into a ManifestError naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise ManifestError(f"no {what} at {path}")
+    try:
+        return pq.read_table(path).to_pandas()
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
+        raise ManifestError(
+            f"corrupt {what} {path}: {exc}. It was not written by a finished datakit stage; "
+            f"re-run the stage that writes it (its earlier version, if any, is in DVC/git)"
+        ) from exc
+
+
+def read_manifest(
+    path: Path,
+    *,
+    required: Iterable[str] = CORE_COLUMNS,
+    check_files: bool = True,
+    root: Path | None = None,
+) -> pd.DataFrame:
+    """Read and validate a manifest. Collects every problem (missing columns, empty or
+    duplicate `image_id`s, missing image files) and raises one ManifestError listing them all."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST
+    df = read_table(path)
+    problems: list[str] = []
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        problems.append(f"missing columns: {', '.join(missing)}")
+    if IMAGE_ID in df.columns:
+        ids = df[IMAGE_ID]
+        empty = ids.isna() | (ids.astype("string") == "")
+        if empty.any():
+            problems.append(f"empty image_id in rows {_fmt_rows(df.index[empty])}")
+        dup = ids.duplicated(keep=False) & ~empty
+        if dup.any():
+            problems.append(f"duplicate image_id in rows {_fmt_rows(df.index[dup])}")
+    if check_files and PATH in df.columns:
+        base = root or find_project_root(path.parent)
+        gone = [i for i, p in zip(df.index, df[PATH]) if not isinstance(p, str) or not (base / p).is_file()]
+        if gone:
+            problems.append(
+                f"image files missing for rows {_fmt_rows(gone)} (paths are relative to {base})"
+            )
+    if problems:
+        raise ManifestError(f"invalid manifest {path}: " + "; ".join(problems))
+    return df
+
+
+def resolve(root: Path, rel: str) -> Path:
+    """The file a manifest `path` names. Every image read goes through here (and images.py),
+    so that a later packed store (`shard#member`) changes one function, not every stage."""
+    return Path(root) / rel
+
+
+def relpath(root: Path, target: Path) -> str:
+    return os.path.relpath(Path(target).absolute(), Path(root).absolute()).replace(os.sep, "/")

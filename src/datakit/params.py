@@ -1,0 +1,241 @@
+"""Typed parameters: one pydantic model per stage under one top-level key of params.yaml.
+
+Loading is strict: unknown keys, duplicate YAML keys, wrong types and out-of-range values are
+errors that name the key (`scrape.fetch.timeout_s`), the value and what is allowed (CFG-05/06).
+Secrets never belong here: a key that looks like a credential is refused (CFG-03), because
+`dvc.lock` stores parameter values in git.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from datakit.errors import ParamsError
+
+DEFAULT_ITEMS = ["blouse", "hoodie", "pullover", "sweater", "shirt", "t-shirt", "vest"]
+DEFAULT_ATTRIBUTES = ["striped", "dotted", "leopard"]
+USER_AGENT = "datakit/0.1 (+https://github.com/datakit-dev/datakit; dataset builder) aiohttp"
+_SECRET_KEY = re.compile(r"(api[_-]?key|secret|token|password|passwd|credential)", re.I)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FetchParams(_Model):
+    """How images are downloaded (reliability.md section 5 defaults)."""
+
+    concurrency: int = Field(64, ge=1, le=1024, description="downloads in flight overall")
+    per_host: int = Field(8, ge=1, le=256, description="downloads in flight per host")
+    deadline_s: float = Field(60.0, gt=0, le=3600, description="wall-clock limit per download, from when it has a slot")
+    connect_timeout_s: float = Field(10.0, gt=0, le=600)
+    read_timeout_s: float = Field(15.0, gt=0, le=600, description="longest silence while reading")
+    max_bytes: int = Field(20 * 1024 * 1024, ge=1024, le=2**34, description="largest decoded body")
+    max_redirects: int = Field(5, ge=0, le=20)
+    retries: int = Field(2, ge=0, le=10, description="extra tries on connect errors, 408/429/5xx")
+    backoff_base_s: float = Field(1.0, ge=0, le=60)
+    backoff_cap_s: float = Field(30.0, ge=0, le=600)
+    retry_after_cap_s: float = Field(60.0, ge=0, le=3600, description="longer Retry-After: skip as rate_limited")
+    allowed_ports: list[int] = Field(default_factory=lambda: [80, 443])
+    allow_private: bool = Field(False, description="allow private/loopback addresses and any port (own servers, tests)")
+    allow_networks: list[str] = Field(default_factory=list, description="CIDRs allowed although not global")
+    respect_robots: bool = Field(True, description="skip hosts answering X-Robots-Tag noai/noimageai/noindex")
+    durable: bool = Field(False, description="fsync every image file (slower; power-loss safe)")
+
+    @field_validator("allowed_ports")
+    @classmethod
+    def _ports(cls, v: list[int]) -> list[int]:
+        bad = [p for p in v if not 1 <= p <= 65535]
+        if bad:
+            raise ValueError(f"ports must be 1..65535, got {bad}")
+        return v
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _nets(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"not a network: {net!r}") from exc
+        return v
+
+
+class ImageParams(_Model):
+    max_pixels: int = Field(4_000_000, ge=1024, description="downsize stored images above this")
+    max_decode_pixels: int = Field(40_000_000, ge=1024, le=178_000_000, description="refuse above (bombs)")
+    min_side: int = Field(32, ge=1)
+    max_aspect: float = Field(10.0, ge=1.0)
+    formats: list[Literal["JPEG", "PNG", "WEBP", "GIF"]] = Field(
+        default_factory=lambda: ["JPEG", "PNG", "WEBP", "GIF"]
+    )
+
+    def limits(self) -> Any:
+        from datakit.images import ImageLimits
+
+        return ImageLimits(
+            max_pixels=self.max_pixels,
+            max_decode_pixels=self.max_decode_pixels,
+            min_side=self.min_side,
+            max_aspect=self.max_aspect,
+            formats=tuple(self.formats),
+        )
+
+
+class ProviderParams(_Model):
+    endpoint: str | None = Field(None, description="base URL override (mirror, proxy, test server)")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ScrapeParams(_Model):
+    """`scrape:` in params.yaml: what to search for, where, and how to download."""
+
+    provider: str = "openverse"
+    items: list[str] = Field(default_factory=lambda: list(DEFAULT_ITEMS), min_length=1)
+    attributes: list[str] = Field(default_factory=lambda: list(DEFAULT_ATTRIBUTES))
+    template: str = "{attribute} {item}"
+    label: Literal["item", "attribute", "query"] = "item"
+    per_query: int = Field(50, ge=1, le=10_000)
+    min_per_label: int = Field(1, ge=0, description="exit non-zero if a label ends with fewer images")
+    seed: int = 0
+    user_agent: str = USER_AGENT
+    providers: dict[str, ProviderParams] = Field(default_factory=dict)
+    fetch: FetchParams = Field(default_factory=FetchParams)
+    image: ImageParams = Field(default_factory=ImageParams)
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        try:
+            v.format(item="x", attribute="y")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"template may use only {{item}} and {{attribute}}: {exc}") from exc
+        if "{item}" not in v and "{attribute}" not in v:
+            raise ValueError("template must contain {item} or {attribute}")
+        return v
+
+    @model_validator(mode="after")
+    def _label_needs_attributes(self) -> ScrapeParams:
+        if self.label == "attribute" and not self.attributes:
+            raise ValueError("label: attribute needs a non-empty attributes list")
+        return self
+
+
+class Params(_Model):
+    """The whole params.yaml. Keys of later stages are accepted as plain mappings until their
+    stage defines a model."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    scrape: ScrapeParams = Field(default_factory=ScrapeParams)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (plain YAML keeps the last one silently)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ParamsError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1}")
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _find_secrets(obj: Any, path: str = "") -> list[str]:
+    found = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            here = f"{path}.{k}" if path else str(k)
+            if _SECRET_KEY.search(str(k)):
+                found.append(here)
+            found.extend(_find_secrets(v, here))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            found.extend(_find_secrets(v, f"{path}[{i}]"))
+    return found
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        key = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key")
+        else:
+            value = err.get("input")
+            shown = f" (got {value!r})" if not isinstance(value, (dict, list)) else ""
+            lines.append(f"{key}: {err['msg']}{shown}")
+    return "; ".join(lines)
+
+
+def _allowed_keys(model: type[BaseModel]) -> str:
+    return ", ".join(model.model_fields)
+
+
+def parse_params(data: dict[str, Any] | None, source: str = "params.yaml") -> Params:
+    """Validate a params mapping; errors name the file and the key."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{source}: the top level must be a mapping of stage names")
+    secrets = _find_secrets(data)
+    if secrets:
+        raise ParamsError(
+            f"{source}: {', '.join(secrets)} looks like a credential. Secrets never go in params.yaml "
+            f"(dvc.lock stores parameter values in git): export the provider's environment variable instead"
+        )
+    try:
+        return Params.model_validate(data)
+    except ValidationError as exc:
+        msg = format_validation_error(exc)
+        if "unknown key" in msg:
+            msg += f" (scrape allows: {_allowed_keys(ScrapeParams)}; scrape.fetch allows: {_allowed_keys(FetchParams)})"
+        raise ParamsError(f"{source}: {msg}") from None
+
+
+def load_params(path: Path | None) -> Params:
+    """Load params.yaml (a missing default file means all defaults)."""
+    if path is None:
+        default = Path("params.yaml")
+        if not default.exists():
+            return Params()
+        path = default
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"params file not found: {path}")
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506 - SafeLoader subclass
+    except ParamsError as exc:
+        raise ParamsError(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    return parse_params(data, str(path))
+
+
+def override(model: _Model, prefix: str, **changes: Any) -> Any:
+    """A copy of `model` with CLI overrides applied (None means "not given") and re-validated."""
+    data = model.model_dump()
+    for key, value in changes.items():
+        if value is None:
+            continue
+        target = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            target = target[part]
+        target[parts[-1]] = value
+    try:
+        return type(model).model_validate(data)
+    except ValidationError as exc:
+        raise ParamsError(format_validation_error(exc, prefix)) from None

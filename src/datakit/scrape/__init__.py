@@ -1,0 +1,557 @@
+"""`datakit scrape`: queries -> search hits -> downloads -> validated, content-addressed images.
+
+Layout of the output folder::
+
+    manifest.parquet      one row per stored image (core columns, ARCHITECTURE.md)
+    failures.parquet      one row per result that did not become an image, with a reason
+    images/ab/<id>.<ext>  content-addressed images (extension from the detected format)
+    search/<provider>/<query>/  raw search responses and the parsed hits (`hits.json`)
+    .datakit/             run state: lock, run.json (inputs), journal.jsonl (settled results)
+
+Accounting (reliability.md N1): every search result settles exactly once, as a stored image
+or a failure row, so `stored + failures == results`. The journal is appended as results
+settle; a killed run is resumed by running the same command again: settled results are never
+fetched again (RES-01/08), temp files are removed and orphan objects deleted (RES-02).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+
+from datakit import faults
+from datakit.errors import DatakitError, ParamsError, ProviderError, StoreError
+from datakit.fsutil import atomic_write_text, folder_lock, is_disk_full, remove_temp_files
+from datakit.images import MIME, ImageLimits, ImageRejected, ImageStore, check_bytes
+from datakit.manifest import (
+    FAILURE_SCHEMA,
+    FAILURES,
+    MANIFEST,
+    SCRAPE_SCHEMA,
+    find_project_root,
+    relpath,
+    write_table,
+)
+from datakit.params import ScrapeParams
+from datakit.scrape.fetch import Fetcher, FetchFailed
+from datakit.scrape.providers.base import Hit, Provider, ProviderSettings, Query, TransientProviderError
+from datakit.scrape.queries import build_queries, check_labels, slug
+from datakit.scrape.searchhttp import SearchClient
+
+STATE = ".datakit"
+JOURNAL = "journal.jsonl"
+RUN_FILE = "run.json"
+RESULTS_FILE = "results.json"
+
+
+class Interrupted(DatakitError):
+    """SIGINT/SIGTERM: settled results were saved; run the same command again to resume."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by signal {signum}; settled results are saved, re-run the same command to resume")
+        self.exit_code = 128 + signum
+
+
+class Ui(Protocol):
+    def start(self, phase: str, total: int) -> None: ...
+    def advance(self, phase: str, n: int = 1) -> None: ...
+    def note(self, message: str) -> None: ...
+
+
+class _NoUi:
+    def start(self, phase: str, total: int) -> None:
+        pass
+
+    def advance(self, phase: str, n: int = 1) -> None:
+        pass
+
+    def note(self, message: str) -> None:
+        pass
+
+
+@dataclass
+class ScrapeResult:
+    manifest: pd.DataFrame
+    failures: pd.DataFrame
+    per_query: pd.DataFrame
+    per_label: pd.DataFrame
+    report: dict[str, Any]
+    short_labels: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Item:
+    order: int
+    key: str
+    query: Query
+    hit: Hit
+
+
+def hit_key(provider: str, query: Query, hit: Hit) -> str:
+    """Stable identity of one search result (same search -> same key on every re-run)."""
+    ident = hit.url or hit.provider_id or hit.local_path or ""
+    raw = f"{provider}\x00{query.text}\x00{hit.rank}\x00{ident}"
+    return hashlib.sha1(raw.encode("utf-8")).hexdigest()
+
+
+def _hit_to_json(hit: Hit) -> dict[str, Any]:
+    d = asdict(hit)
+    d.pop("data", None)
+    d.pop("query", None)
+    return d
+
+
+def _hit_from_json(d: dict[str, Any], query: Query) -> Hit:
+    fields = {k: v for k, v in d.items() if k in Hit.__dataclass_fields__ and k not in ("data", "query")}
+    hit = Hit(**fields)
+    hit.query = query
+    return hit
+
+
+class _Journal:
+    """Append-only record of settled results: one JSON line each, written by one writer (the
+    event loop) and flushed to the OS per line, so SIGKILL loses nothing already written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.entries: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            raw = path.read_bytes()
+            lines = raw.split(b"\n")
+            good = 0
+            for line in lines:
+                if not line.strip():
+                    good += len(line) + 1
+                    continue
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    break  # a torn last line from a kill mid-write
+                self.entries[rec["key"]] = rec
+                good += len(line) + 1
+            if good < len(raw):
+                with open(path, "r+b") as fh:  # drop the torn tail so appends stay parseable
+                    fh.truncate(min(good, len(raw)))
+        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def add(self, rec: dict[str, Any]) -> None:
+        self.entries[rec["key"]] = rec
+        self._fh.write(json.dumps(rec, separators=(",", ":"), ensure_ascii=False) + "\n")
+        self._fh.flush()
+
+    def drop(self, keys: set[str]) -> None:
+        """Forget entries (used by --retry-failed); rewrites the journal atomically."""
+        for k in keys:
+            self.entries.pop(k, None)
+        self._fh.close()
+        text = "".join(json.dumps(r, separators=(",", ":"), ensure_ascii=False) + "\n" for r in self.entries.values())
+        atomic_write_text(self.path, text)
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def close(self) -> None:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+
+
+TRANSIENT_REASONS = frozenset({"timeout", "connect_error", "dns_error", "payload_error", "incomplete", "rate_limited",
+                               "http_429", "http_500", "http_502", "http_503", "http_504", "http_408"})
+
+
+def _signature(provider: str, queries: list[Query], p: ScrapeParams, settings: ProviderSettings) -> dict[str, Any]:
+    """The inputs a resumed run must share with the run that started the folder (RES-07)."""
+    return {
+        "provider": provider,
+        "queries": [[q.text, q.label] for q in queries],
+        "per_query": p.per_query,
+        "seed": p.seed,
+        "endpoint": settings.endpoint,
+        "source": str(Path(settings.source).absolute()) if settings.source else None,
+        "options": settings.options,
+    }
+
+
+class Scraper:
+    """One scrape run over one output folder. `run()` does everything; the CLI only prints."""
+
+    def __init__(self, params: ScrapeParams, *, provider: str, out: Path, source: str | None = None,
+                 endpoint: str | None = None, extend: bool = False, retry_failed: bool = False,
+                 ui: Ui | None = None, fetcher_factory: Callable[..., Fetcher] | None = None) -> None:
+        self.p = params
+        self.provider_name = provider
+        self.out = Path(out)
+        self.extend = extend
+        self.retry_failed = retry_failed
+        self.ui = ui or _NoUi()
+        self.fetcher_factory = fetcher_factory
+        from datakit.scrape.providers import get_provider  # the registry imports every provider
+
+        cls = get_provider(provider)
+        pp = params.providers.get(provider)
+        self.settings = ProviderSettings(
+            endpoint=endpoint or (pp.endpoint if pp else None),
+            source=source,
+            options=dict(pp.options) if pp else {},
+            user_agent=params.user_agent,
+            seed=params.seed,
+        )
+        self.provider: Provider = cls(self.settings)  # validates keys (CFG-01) before any request
+        self.queries = self.provider.plan(build_queries(params))
+        if not self.queries:
+            raise ParamsError(f"provider {provider!r} produced no queries")
+        check_labels([q.label for q in self.queries])
+        self.limits: ImageLimits = params.image.limits()
+
+    # -- search -------------------------------------------------------------------------
+    def _search_dir(self, query: Query) -> Path:
+        digest = hashlib.sha1(query.text.encode("utf-8")).hexdigest()[:8]
+        return self.out / "search" / self.provider_name / f"{slug(query.text, 60)}-{digest}"
+
+    async def _search_all(self) -> list[list[Hit]]:
+        n = 10**9 if getattr(self.provider, "takes_all", False) else self.p.per_query
+        results: list[list[Hit]] = []
+        self.ui.start("search", len(self.queries))
+        client_ctx = None
+        if not self.provider.offline:
+            client_ctx = SearchClient(user_agent=self.p.user_agent, retries=3,
+                                      retry_after_cap_s=self.p.fetch.retry_after_cap_s,
+                                      backoff_base_s=self.p.fetch.backoff_base_s)
+        http = await client_ctx.__aenter__() if client_ctx else None
+        self.search_requests = 0
+        try:
+            for query in self.queries:
+                folder = self._search_dir(query)
+                saved = folder / "hits.json"
+                if saved.exists() and not self.provider.offline:
+                    rows = json.loads(saved.read_text(encoding="utf-8"))
+                    results.append([_hit_from_json(d, query) for d in rows])
+                    self.ui.advance("search")
+                    continue
+                if http is not None:
+                    def record(name: str, body: bytes, _folder: Path = folder) -> None:
+                        atomic_write_text(_folder / f"{name}.json", body.decode("utf-8", "replace"), durable=False)
+                    http.record = record
+                hits = await self._search_one(query, n, http)
+                if not self.provider.offline:
+                    atomic_write_text(saved, json.dumps([_hit_to_json(h) for h in hits], ensure_ascii=False, indent=0))
+                results.append(hits)
+                self.ui.advance("search")
+        finally:
+            if client_ctx is not None:
+                self.search_requests = client_ctx.requests
+                self.rate_limits = dict(client_ctx.rate_limits)
+                await client_ctx.__aexit__(None, None, None)
+        return results
+
+    async def _search_one(self, query: Query, n: int, http: Any) -> list[Hit]:
+        for attempt in range(4):
+            try:
+                return await self.provider.search(query, n, http)
+            except TransientProviderError as exc:
+                if attempt == 3:
+                    raise ProviderError(f"{self.provider_name}: {exc} (gave up after 4 tries)") from None
+                await asyncio.sleep(min(exc.retry_after or 2.0 ** attempt, self.p.fetch.retry_after_cap_s))
+        raise AssertionError("unreachable")
+
+    # -- download -----------------------------------------------------------------------
+    def _process(self, store: ImageStore, data: bytes | None, local_path: str | None) -> dict[str, Any]:
+        """Runs in a worker thread: read (local), validate completely, store atomically."""
+        if data is None and local_path is not None:
+            try:
+                data = Path(local_path).read_bytes()
+            except FileNotFoundError:
+                return {"status": "fail", "reason": "missing_file", "detail": local_path}
+        assert data is not None
+        try:
+            checked = check_bytes(data, self.limits)
+        except ImageRejected as exc:
+            return {"status": "fail", "reason": exc.reason, "detail": exc.detail[:300]}
+        image_id, rel = store.put(checked.data, checked.ext)
+        faults.point("after_store")
+        return {
+            "status": "ok", "image_id": image_id, "rel": rel, "format": checked.format,
+            "width": checked.width, "height": checked.height, "orig_width": checked.orig_width,
+            "orig_height": checked.orig_height, "bytes": len(checked.data), "downsized": checked.downsized,
+            "has_gps": checked.has_gps,
+        }
+
+    async def _download_all(self, items: list[_Item], journal: _Journal, store: ImageStore) -> dict[str, Any]:
+        todo = [it for it in items if it.key not in journal.entries]
+        self.ui.start("download", len(items))
+        self.ui.advance("download", len(items) - len(todo))
+        loop = asyncio.get_running_loop()
+        workers = max(2, (os.cpu_count() or 2)) + 2
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datakit-decode")
+        window = asyncio.Semaphore(max(2 * self.p.fetch.concurrency, 2 * workers))  # bounds memory (CON-06)
+        fatal: list[BaseException] = []
+        stats: dict[str, Any] = {}
+
+        async def one(it: _Item, fetcher: Fetcher | None) -> None:
+            rec: dict[str, Any] = {"key": it.key}
+            try:
+                if it.hit.data is not None or it.hit.local_path is not None:
+                    res = await loop.run_in_executor(pool, self._process, store, it.hit.data, it.hit.local_path)
+                    rec.update(res)
+                    rec.update({"attempts": 1 if it.hit.data is not None else 0})
+                else:
+                    assert fetcher is not None
+                    try:
+                        got = await fetcher.fetch(it.hit.url)
+                    except FetchFailed as exc:
+                        rec.update({"status": "fail", "reason": exc.reason, "detail": exc.detail[:300],
+                                    "attempts": exc.attempts, "http_status": exc.status,
+                                    "content_type": exc.content_type})
+                    else:
+                        res = await loop.run_in_executor(pool, self._process, store, got.data, None)
+                        rec.update(res)
+                        rec.update({"attempts": got.attempts, "http_status": got.status, "content_type": got.content_type})
+                        if res["status"] == "ok" and got.content_type:
+                            ct = got.content_type.split(";")[0].strip().lower()
+                            rec["content_type_mismatch"] = ct != MIME.get(res["format"], "")
+            except OSError as exc:
+                if is_disk_full(exc) or isinstance(exc, PermissionError):
+                    fatal.append(exc)  # run-level error, not a per-image skip (RES-06)
+                    return
+                raise
+            except StoreError as exc:
+                fatal.append(exc)
+                return
+            journal.add(rec)
+            faults.point("after_journal")
+            self.ui.advance("download")
+
+        async def guarded(it: _Item, fetcher: Fetcher | None) -> None:
+            try:
+                await one(it, fetcher)
+            finally:
+                window.release()
+
+        t0 = time.monotonic()
+        fetcher: Fetcher | None = None
+        needs_net = any(not (it.hit.data is not None or it.hit.local_path is not None) for it in todo)
+        try:
+            if needs_net:
+                if self.fetcher_factory is not None:
+                    fetcher = self.fetcher_factory(self.p.fetch, user_agent=self.p.user_agent)
+                else:
+                    fetcher = Fetcher(self.p.fetch, user_agent=self.p.user_agent)
+                await fetcher.__aenter__()
+            tasks: set[asyncio.Task[None]] = set()
+            for it in todo:
+                if fatal:
+                    break
+                await window.acquire()
+                task = asyncio.create_task(guarded(it, fetcher))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            while tasks:
+                await asyncio.gather(*list(tasks))
+        finally:
+            if fetcher is not None:
+                await fetcher.__aexit__(None, None, None)
+                stats = {"requests": fetcher.stats.requests, "retries": fetcher.stats.retries,
+                         "bytes_downloaded": fetcher.stats.bytes, "peak_in_flight": fetcher.stats.peak_in_flight}
+            pool.shutdown(wait=True)
+        if fatal:
+            exc = fatal[0]
+            if isinstance(exc, DatakitError):
+                raise exc
+            raise StoreError(f"cannot write the image store in {self.out}: {exc}") from exc
+        stats["download_seconds"] = round(time.monotonic() - t0, 3)
+        stats["downloaded_now"] = len(todo)
+        return stats
+
+    # -- assembly -----------------------------------------------------------------------
+    def _assemble(self, items: list[_Item], dup_url: dict[str, str], journal: _Journal) -> tuple[pd.DataFrame, pd.DataFrame]:
+        root = find_project_root(self.out)
+        rows: list[dict[str, Any]] = []
+        fails: list[dict[str, Any]] = []
+        first_of: dict[str, int] = {}
+        by_key = {it.key: it for it in items}
+        for it in items:  # items are in (query, rank) order: the first result of an image wins
+            q, h = it.query, it.hit
+            base = {
+                "query": q.text, "label": h.label or q.label, "item": q.item, "attribute": q.attribute,
+                "provider": self.provider_name, "provider_id": h.provider_id, "page_url": h.page_url,
+                "rank": h.rank,
+            }
+            src = h.url or (Path(h.local_path).absolute().as_uri() if h.local_path else None) or h.page_url
+            if it.key in dup_url:
+                first = by_key[dup_url[it.key]]
+                fails.append({**base, "url": src, "reason": "duplicate_url",
+                              "detail": f"same URL as rank {first.hit.rank} of {first.query.text!r}", "attempts": 0})
+                continue
+            rec = journal.entries.get(it.key)
+            if rec is None:
+                continue  # not settled (interrupted run): absent, fetched on resume
+            if rec["status"] != "ok":
+                fails.append({**base, "url": src, "reason": rec["reason"], "detail": rec.get("detail"),
+                              "attempts": rec.get("attempts"), "http_status": rec.get("http_status"),
+                              "content_type": rec.get("content_type")})
+                continue
+            image_id = rec["image_id"]
+            if image_id in first_of:
+                fails.append({**base, "url": src, "reason": "duplicate_bytes", "image_id": image_id,
+                              "detail": "identical bytes already stored", "attempts": rec.get("attempts"),
+                              "http_status": rec.get("http_status"), "content_type": rec.get("content_type")})
+                continue
+            first_of[image_id] = len(rows)
+            rows.append({
+                **base, "image_id": image_id, "path": relpath(root, self.out / rec["rel"]),
+                "source_url": src, "license": h.license, "license_url": h.license_url, "creator": h.creator,
+                "width": rec["width"], "height": rec["height"], "format": rec["format"], "bytes": rec["bytes"],
+                "title": h.title, "orig_width": rec["orig_width"], "orig_height": rec["orig_height"],
+                "downsized": rec["downsized"], "has_gps": rec["has_gps"], "content_type": rec.get("content_type"),
+                "content_type_mismatch": bool(rec.get("content_type_mismatch", False)),
+            })
+        manifest = pd.DataFrame(rows, columns=SCRAPE_SCHEMA.names)
+        failures = pd.DataFrame(fails, columns=FAILURE_SCHEMA.names)
+        return manifest, failures
+
+    # -- the whole run ------------------------------------------------------------------
+    def run(self) -> ScrapeResult:
+        self.out.mkdir(parents=True, exist_ok=True)
+        with folder_lock(self.out, "datakit scrape"):
+            return asyncio.run(self._run())
+
+    async def _run(self) -> ScrapeResult:
+        t0 = time.monotonic()
+        state = self.out / STATE
+        state.mkdir(exist_ok=True)
+        remove_temp_files(self.out)
+        sig = _signature(self.provider_name, self.queries, self.p, self.settings)
+        run_file = state / RUN_FILE
+        if run_file.exists():
+            old = json.loads(run_file.read_text(encoding="utf-8"))
+            if old != sig:
+                changed = sorted(k for k in set(old) | set(sig) if old.get(k) != sig.get(k))
+                if not self.extend:
+                    raise ParamsError(
+                        f"{self.out} was started with different inputs ({', '.join(changed)} changed). "
+                        f"Re-run with --extend to add to it, or choose a new --out"
+                    )
+        atomic_write_text(run_file, json.dumps(sig, indent=1, ensure_ascii=False))
+        done_marker = state / RESULTS_FILE
+        if done_marker.exists():
+            done_marker.unlink()
+
+        journal = _Journal(state / JOURNAL)
+        store = ImageStore(self.out, durable=self.p.fetch.durable)
+        self._recover_orphans(journal, store)
+        if self.retry_failed:
+            journal.drop({k for k, r in journal.entries.items() if r["status"] != "ok" and r.get("reason") in TRANSIENT_REASONS})
+
+        main = asyncio.current_task()
+        caught: list[int] = []
+        loop = asyncio.get_running_loop()
+
+        def on_signal(signum: int) -> None:
+            caught.append(signum)
+            if main is not None:
+                main.cancel()
+
+        installed = []
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(signum, on_signal, signum)
+                installed.append(signum)
+            except (RuntimeError, ValueError, NotImplementedError):
+                pass
+        items: list[_Item] = []
+        dup_url: dict[str, str] = {}
+        stats: dict[str, Any] = {}
+        try:
+            try:
+                all_hits = await self._search_all()
+                seen_url: dict[str, str] = {}
+                for query, hits in zip(self.queries, all_hits):
+                    for hit in hits:
+                        key = hit_key(self.provider_name, query, hit)
+                        items.append(_Item(len(items), key, query, hit))
+                        if hit.url:
+                            if hit.url in seen_url:
+                                dup_url[key] = seen_url[hit.url]  # fetched once (SRV-13)
+                            else:
+                                seen_url[hit.url] = key
+                work = [it for it in items if it.key not in dup_url]
+                stats = await self._download_all(work, journal, store)
+            except asyncio.CancelledError:
+                if not caught:
+                    raise
+        finally:
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+            journal.close()
+        manifest, failures = self._assemble(items, dup_url, journal)
+        write_table(failures, self.out / FAILURES, FAILURE_SCHEMA)
+        write_table(manifest, self.out / MANIFEST, SCRAPE_SCHEMA)
+        if caught:
+            raise Interrupted(caught[0])
+        atomic_write_text(done_marker, json.dumps({"results": len(items)}))  # written last
+        result = self._summarise(items, manifest, failures, stats, time.monotonic() - t0)
+        return result
+
+    def _recover_orphans(self, journal: _Journal, store: ImageStore) -> None:
+        """Objects no settled result points to were written by a killed run just before its
+        journal line: delete them (always the same rule); the result is fetched again."""
+        known = {r["image_id"] for r in journal.entries.values() if r.get("status") == "ok"}
+        for image_id, path in store.objects().items():
+            if image_id not in known:
+                path.unlink()
+
+    def _summarise(self, items: list[_Item], manifest: pd.DataFrame, failures: pd.DataFrame,
+                   stats: dict[str, Any], seconds: float) -> ScrapeResult:
+        qs = [q.text for q in self.queries]
+        returned = Counter(it.query.text for it in items)
+        stored = Counter(manifest["query"]) if len(manifest) else Counter()
+        per_query = []
+        for q in qs:
+            f = failures[failures["query"] == q]
+            reasons = Counter(f["reason"])
+            per_query.append({
+                "query": q, "returned": returned.get(q, 0), "stored": stored.get(q, 0),
+                "duplicate_bytes": reasons.pop("duplicate_bytes", 0), "duplicate_url": reasons.pop("duplicate_url", 0),
+                "failed": sum(reasons.values()),
+                "failed_by_reason": ", ".join(f"{r} {n}" for r, n in sorted(reasons.items())),
+            })
+        labels = list(dict.fromkeys([q.label for q in self.queries] + sorted(set(manifest["label"])) if len(manifest) else [q.label for q in self.queries]))
+        per_label_counts = Counter(manifest["label"]) if len(manifest) else Counter()
+        per_label = [{"label": lab, "stored": per_label_counts.get(lab, 0)} for lab in labels]
+        short = [r["label"] for r in per_label if r["stored"] < self.p.min_per_label]
+        by_reason = dict(sorted(Counter(failures["reason"]).items()))
+        report = {
+            "provider": self.provider_name,
+            "queries": len(self.queries),
+            "results": len(items),
+            "stored": int(len(manifest)),
+            "failures": int(len(failures)),
+            "failures_by_reason": by_reason,
+            "per_label": {r["label"]: r["stored"] for r in per_label},
+            "labels_below_minimum": short,
+            "min_per_label": self.p.min_per_label,
+            "search_requests": getattr(self, "search_requests", 0),
+            "seconds": round(seconds, 3),
+            **stats,
+        }
+        if stats.get("download_seconds"):
+            report["images_per_s"] = round(stats.get("downloaded_now", 0) / max(stats["download_seconds"], 1e-9), 1)
+        if getattr(self, "rate_limits", None):
+            report["rate_limit_headers"] = self.rate_limits
+        return ScrapeResult(manifest, failures, pd.DataFrame(per_query), pd.DataFrame(per_label), report, short)
+
+
+def run(params: ScrapeParams, **kwargs: Any) -> ScrapeResult:
+    """Functional entry point: `Scraper(params, **kwargs).run()`."""
+    return Scraper(params, **kwargs).run()

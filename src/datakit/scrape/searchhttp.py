@@ -1,0 +1,130 @@
+"""The HTTP client providers use to call search APIs (the `SearchHttp` of providers/base.py).
+
+It is a separate session from the image downloader: credentials sent to a search API never
+travel to an image host (SEC-09). Every response is recorded under `search/` so a dataset can
+be rebuilt and audited after a provider changes or dies. Secrets are redacted from every URL,
+message and recorded body (SEC-08): `str(aiohttp.ClientResponseError)` would otherwise print
+`?api_key=...`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from datakit.errors import ProviderError
+from datakit.scrape.fetch import parse_retry_after
+from datakit.scrape.providers.base import ApiResponse
+
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    for s in secrets:
+        if s:
+            text = text.replace(s, "***")
+    return text
+
+
+class SearchClient:
+    """Implements providers.base.SearchHttp with retries, rate-limit pauses and recording.
+
+    Args:
+        user_agent: sent with every request (Wikimedia requires a descriptive one).
+        record: called with (record_as, body) for every response; scrape writes it to disk.
+        retries: extra attempts on 408/429/5xx and connection errors.
+        retry_after_cap_s: a longer Retry-After stops the run as a quota error.
+        timeout_s: wall-clock limit for one request.
+    """
+
+    def __init__(self, *, user_agent: str, record: Callable[[str, bytes], None] | None = None,
+                 retries: int = 3, retry_after_cap_s: float = 60.0, backoff_base_s: float = 1.0,
+                 timeout_s: float = 60.0) -> None:
+        self.user_agent = user_agent
+        self.record = record
+        self.retries = retries
+        self.retry_after_cap_s = retry_after_cap_s
+        self.backoff_base_s = backoff_base_s
+        self.timeout_s = timeout_s
+        self.requests = 0
+        self.rate_limits: dict[str, str] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._pause_until = 0.0
+        self._rng = random.Random(7)
+
+    async def __aenter__(self) -> SearchClient:
+        self._session = aiohttp.ClientSession(
+            trust_env=False,
+            timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+            headers={"User-Agent": self.user_agent, "Accept": "application/json"},
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def _note_limits(self, headers: dict[str, str]) -> None:
+        """Remember rate-limit headers; pause before the next call when a window is empty."""
+        for k, v in headers.items():
+            if k.lower().startswith("x-ratelimit"):
+                self.rate_limits[k] = v
+        remaining = headers.get("X-RateLimit-Remaining") or headers.get("x-ratelimit-remaining")
+        reset = headers.get("X-RateLimit-Reset") or headers.get("x-ratelimit-reset")
+        if remaining and reset:
+            try:
+                rem = [int(x) for x in remaining.split(",")]
+                res = [float(x) for x in reset.split(",")]
+            except ValueError:
+                return
+            for r, s in zip(rem, res):
+                if r <= 0 and s <= self.retry_after_cap_s:
+                    self._pause_until = max(self._pause_until, time.monotonic() + s)
+
+    async def get(self, url: str, *, params: dict[str, Any] | None = None,
+                  headers: dict[str, str] | None = None, secrets: tuple[str, ...] = (),
+                  record_as: str | None = None) -> ApiResponse:
+        assert self._session is not None, "use SearchClient as an async context manager"
+        target = URL(url)
+        if params:
+            target = target.update_query({k: str(v) for k, v in params.items() if v is not None})
+        shown = redact(str(target), secrets)
+        attempt = 0
+        while True:
+            wait = self._pause_until - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            attempt += 1
+            self.requests += 1
+            try:
+                async with self._session.get(target, headers=headers or {}, allow_redirects=True, max_redirects=5) as resp:
+                    body = await resp.read()
+                    status = resp.status
+                    hdrs = {k: v for k, v in resp.headers.items()}
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                if attempt <= self.retries:
+                    await asyncio.sleep(self._rng.uniform(0, self.backoff_base_s * 2 ** (attempt - 1)))
+                    continue
+                raise ProviderError(
+                    f"search request to {shown} failed after {attempt} attempts: "
+                    f"{redact(type(exc).__name__ + ': ' + str(exc), secrets)}"
+                ) from None
+            self._note_limits(hdrs)
+            if self.record is not None and record_as is not None:
+                self.record(record_as, redact(body.decode("utf-8", "replace"), secrets).encode("utf-8"))
+            if status in RETRY_STATUS and attempt <= self.retries:
+                delay = parse_retry_after(hdrs.get("Retry-After"))
+                if delay is None:
+                    delay = self._rng.uniform(0, self.backoff_base_s * 2 ** (attempt - 1))
+                elif delay > self.retry_after_cap_s:
+                    return ApiResponse(status, hdrs, body, shown)  # quota: the provider reports it
+                await asyncio.sleep(delay)
+                continue
+            return ApiResponse(status, hdrs, body, shown)

@@ -1,0 +1,101 @@
+"""`datakit verify`: the N1-N3 audit of reliability.md as a product command.
+
+Checks a stage folder's manifest against its image store: every row's file exists and hashes
+to its `image_id`, no stored object lacks a row (orphans), no `*.tmp` leftovers, the manifest
+and failures tables are readable, and (for scrape folders) the accounting holds:
+stored + failures == search results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from datakit.errors import ManifestError
+from datakit.fsutil import TMP_SUFFIX
+from datakit.images import ImageStore
+from datakit.manifest import FAILURES, MANIFEST, find_project_root, read_table, resolve
+
+
+@dataclass
+class VerifyReport:
+    folder: Path
+    rows: int = 0
+    checked: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify(folder: Path, *, hashes: bool = True) -> VerifyReport:
+    """Audit `folder` (a stage output). Never raises for a breach: it lists them all."""
+    folder = Path(folder)
+    rep = VerifyReport(folder)
+    try:
+        df = read_table(folder / MANIFEST)
+    except ManifestError as exc:
+        rep.problems.append(str(exc))
+        return rep
+    rep.rows = len(df)
+    root = find_project_root(folder)
+    for col in ("image_id", "path"):
+        if col not in df.columns:
+            rep.problems.append(f"{folder / MANIFEST}: missing column {col}")
+            return rep
+    dup = df["image_id"][df["image_id"].duplicated()]
+    if len(dup):
+        rep.problems.append(f"duplicate image_id rows: {', '.join(map(str, dup.index[:10]))}")
+    referenced: set[Path] = set()
+    for i, (image_id, rel) in enumerate(zip(df["image_id"], df["path"])):
+        path = resolve(root, rel)
+        referenced.add(path.absolute())
+        if not path.is_file():
+            rep.problems.append(f"row {i}: file missing: {rel}")
+            continue
+        if hashes:
+            rep.checked += 1
+            if _sha256(path) != image_id:
+                rep.problems.append(f"row {i}: {rel} does not hash to its image_id {image_id[:12]}...")
+    own = ImageStore.__new__(ImageStore)
+    own.folder = folder
+    for image_id, path in own.objects().items():
+        if path.absolute() not in referenced:
+            rep.problems.append(f"orphan object without a manifest row: {path.relative_to(folder)}")
+    tmps = [p for p in folder.rglob("*" + TMP_SUFFIX) if p.is_file()]
+    for p in tmps[:20]:
+        rep.problems.append(f"leftover temp file: {p.relative_to(folder)}")
+    fail_path = folder / FAILURES
+    if fail_path.exists():
+        try:
+            failures = read_table(fail_path, "failures table")
+        except ManifestError as exc:
+            rep.problems.append(str(exc))
+            return rep
+        results = _results_count(folder)  # written by scrape when a run completes
+        if results is not None and results != len(df) + len(failures):
+            rep.problems.append(
+                f"accounting: {len(df)} stored + {len(failures)} failures != {results} search results"
+            )
+    return rep
+
+
+def _results_count(folder: Path) -> int | None:
+    report = folder / ".datakit" / "results.json"
+    if not report.exists():
+        return None
+    try:
+        return int(json.loads(report.read_text(encoding="utf-8"))["results"])
+    except (ValueError, KeyError, TypeError):
+        return None
