@@ -835,7 +835,7 @@ def render(item: str | None, attribute: str | None, seed: int, size: int = 320) 
     if pattern == "leopard":
         base_name = _pick(rng, _LEOPARD_GROUNDS)
         accent_name: str | None = _pick(rng, {k: w for k, w in _LEOPARD_RINGS.items()
-                                              if _distance(PALETTE[k], PALETTE[base_name]) > 90}
+                                              if _distance(PALETTE[k], PALETTE[base_name]) > 120}
                                         or {"black": 1.0})
     else:
         base_name = list(PALETTE)[int(rng.integers(len(PALETTE)))]

@@ -488,11 +488,10 @@ def _broken(variant: str, source: _Encoded, rng: np.random.Generator, query: Que
     return bytes(noise), ("image/jpeg" if rng.random() < 0.7 else "image/png"), None, None
 
 
-def _title(key: QueryKey, image_id: str | None, rank: int) -> str:
-    words = [w for w in (key.attribute, key.item) if w] or [key.text or "picture"]
-    text = " ".join(words)
-    number = image_id.rsplit("#", 1)[-1] if image_id else str(rank)
-    return f"{text[:1].upper()}{text[1:]}, photo {number}"
+def _title(key: QueryKey, rank: int) -> str:
+    """A page title: what the page is about (the source query for copies) and the rank."""
+    text = " ".join(w for w in (key.attribute, key.item) if w) or key.text or "picture"
+    return f"{text[:1].upper()}{text[1:]}, result {rank}"
 
 
 def synthesize(query: Query, want: int, seed: int = 0,
@@ -530,10 +529,10 @@ def synthesize(query: Query, want: int, seed: int = 0,
             source = original(slot.source_rank)
             data, mime, width, height = _broken(slot.variant, source, rng, query)
             declared = (width, height)
-            truth = ResultTruth(slot.kind, slot.variant,
-                                source.image_id if slot.variant == "truncated" else None,
-                                slot.source_rank, None)
-            title = _title(key, None, slot.rank)
+            truncated = slot.variant == "truncated"
+            truth = ResultTruth(slot.kind, slot.variant, source.image_id if truncated else None,
+                                slot.source_rank if truncated else None, None)
+            title = _title(key, slot.rank)
         else:
             if slot.kind == "original":
                 enc = original(slot.rank)
@@ -552,7 +551,7 @@ def synthesize(query: Query, want: int, seed: int = 0,
             declared = (enc.width, enc.height)
             truth = ResultTruth(slot.kind, slot.variant, enc.image_id, slot.source_rank,
                                 enc.garment)
-            title = _title(slot.source_key or key, enc.image_id, slot.rank)
+            title = _title(slot.source_key or key, slot.rank)
         hit = Hit(
             url="",
             provider_id=f"synthetic:{slug}:{slot.rank}",
