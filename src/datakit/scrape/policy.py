@@ -107,10 +107,10 @@ class AddressPolicy:
                 raise Blocked("bad_url", f"unparseable URL ({exc})") from None
         else:
             parsed = url
-        if not parsed.is_absolute():
-            raise Blocked("bad_url", "relative URL")
-        if parsed.scheme not in ("http", "https"):
+        if parsed.scheme and parsed.scheme not in ("http", "https"):
             raise Blocked("bad_scheme", f"scheme {parsed.scheme!r}")
+        if not parsed.is_absolute() or not parsed.scheme:
+            raise Blocked("bad_url", "relative URL")
         if parsed.user is not None or parsed.password is not None:
             raise Blocked("bad_url", "credentials in the URL")
         if not parsed.host or "\\" in (parsed.raw_host or ""):
