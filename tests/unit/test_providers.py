@@ -34,7 +34,7 @@ from datakit.scrape.providers.base import (
     TransientProviderError,
 )
 from datakit.scrape.providers.flickr import LICENSES
-from tests.fixtures.servers import ProviderServer, provider_server  # noqa: F401 - fixture
+from tests.fixtures.servers import ProviderServer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -119,13 +119,14 @@ def make(name: str, server: ProviderServer, **options: Any) -> Provider:
 
 
 def fetch_json(url: str, headers: dict[str, str] | None = None) -> Any:
-    request = urllib.request.Request(url, headers={"User-Agent": UA, **(headers or {})})
-    with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310 - loopback only
+    assert url.startswith("http://127."), url
+    request = urllib.request.Request(url, headers={"User-Agent": UA, **(headers or {})})  # noqa: S310
+    with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310 - loopback http only
         return json.loads(resp.read())
 
 
 @pytest.fixture
-def keys(monkeypatch: pytest.MonkeyPatch, provider_server: ProviderServer) -> ProviderServer:  # noqa: F811
+def keys(monkeypatch: pytest.MonkeyPatch, provider_server: ProviderServer) -> ProviderServer:
     """Put the server's accepted keys into the environment variables the providers read."""
     for name, var in KEY_VARS.items():
         monkeypatch.setenv(var, provider_server.providers[name].key or "")
@@ -192,7 +193,7 @@ def test_strip_html_keeps_the_text_only() -> None:
 # ----------------------------------------------------------------------------- Openverse
 
 
-def test_openverse_fifty_results_take_three_pages(provider_server: ProviderServer) -> None:  # noqa: F811
+def test_openverse_fifty_results_take_three_pages(provider_server: ProviderServer) -> None:
     provider_server.configure("openverse", total=100)
     hits, http = search(make("openverse", provider_server), "red shirt", 50)
 
@@ -209,7 +210,7 @@ def test_openverse_fifty_results_take_three_pages(provider_server: ProviderServe
     assert [c.record_as for c in http.calls] == ["001", "002", "003"]
 
 
-def test_openverse_stops_at_240(provider_server: ProviderServer) -> None:  # noqa: F811
+def test_openverse_stops_at_240(provider_server: ProviderServer) -> None:
     provider_server.configure("openverse", total=5000)
     hits, _ = search(make("openverse", provider_server), "sky", 1000)
 
@@ -220,27 +221,27 @@ def test_openverse_stops_at_240(provider_server: ProviderServer) -> None:  # noq
     assert max(int(r.query["page"]) for r in logged) == 12
 
 
-def test_openverse_short_catalogue_ends_on_the_short_page(provider_server: ProviderServer) -> None:  # noqa: F811
+def test_openverse_short_catalogue_ends_on_the_short_page(provider_server: ProviderServer) -> None:
     provider_server.configure("openverse", total=45)
     hits, _ = search(make("openverse", provider_server), "moss", 100)
     assert ranks(hits) == list(range(1, 46))
     assert len(provider_server.requests("/v1/images/")) == 3
 
 
-def test_openverse_zero_results(provider_server: ProviderServer) -> None:  # noqa: F811
+def test_openverse_zero_results(provider_server: ProviderServer) -> None:
     provider_server.configure("openverse", zero={"nothing at all"})
     hits, _ = search(make("openverse", provider_server), "nothing at all", 50)
     assert hits == []
     assert len(provider_server.requests("/v1/images/")) == 1
 
 
-def test_openverse_licence_and_metadata_fields(provider_server: ProviderServer) -> None:  # noqa: F811
+def test_openverse_licence_and_metadata_fields(provider_server: ProviderServer) -> None:
     hits, _ = search(make("openverse", provider_server), "blue tee", 20)
     raw = fetch_json(provider_server.url("/v1/images/?q=blue+tee&page=1&page_size=20"
                                          "&license_type=commercial,modification"))["results"]
     assert len(hits) == len(raw) == 20
     names = {"by": "CC BY", "by-sa": "CC BY-SA", "cc0": "CC0", "pdm": "Public Domain Mark"}
-    for hit, item in zip(hits, raw):
+    for hit, item in zip(hits, raw, strict=True):
         assert hit.provider_id == item["id"]
         assert hit.url == item["url"]
         assert hit.page_url == item["foreign_landing_url"]
@@ -254,7 +255,7 @@ def test_openverse_licence_and_metadata_fields(provider_server: ProviderServer) 
     assert any(h.creator is None for h in hits)
 
 
-def test_openverse_options_reach_the_request(provider_server: ProviderServer) -> None:  # noqa: F811
+def test_openverse_options_reach_the_request(provider_server: ProviderServer) -> None:
     provider = make("openverse", provider_server, license_type="all-cc", mature=True,
                     extension=["jpg", "png"])
     search(provider, "cat", 5)
@@ -262,12 +263,12 @@ def test_openverse_options_reach_the_request(provider_server: ProviderServer) ->
     assert (sent["license_type"], sent["mature"], sent["extension"]) == ("all-cc", "true", "jpg,png")
 
 
-def test_openverse_bad_licence_code_is_a_provider_error(provider_server: ProviderServer) -> None:  # noqa: F811
+def test_openverse_bad_licence_code_is_a_provider_error(provider_server: ProviderServer) -> None:
     with pytest.raises(ProviderError, match="License 'xyz' does not exist"):
         search(make("openverse", provider_server, license="by,xyz"), "cat", 5)
 
 
-def test_openverse_throttled_is_rate_limited(provider_server: ProviderServer) -> None:  # noqa: F811
+def test_openverse_throttled_is_rate_limited(provider_server: ProviderServer) -> None:
     provider_server.set_mode("openverse", "throttle", retry_after=7)
     with pytest.raises(ProviderError, match="rate limited") as err:
         search(make("openverse", provider_server), "cat", 5)
@@ -277,7 +278,7 @@ def test_openverse_throttled_is_rate_limited(provider_server: ProviderServer) ->
 # ----------------------------------------------------------------------------- Wikimedia
 
 
-def test_wikimedia_one_request_of_fifty_sorted_by_index(provider_server: ProviderServer) -> None:  # noqa: F811
+def test_wikimedia_one_request_of_fifty_sorted_by_index(provider_server: ProviderServer) -> None:
     provider_server.configure("wikimedia", total=200)
     hits, _ = search(make("wikimedia", provider_server), "striped shirt", 50)
 
@@ -296,7 +297,7 @@ def test_wikimedia_one_request_of_fifty_sorted_by_index(provider_server: Provide
     assert ranks(hits) == list(range(1, 51))
 
 
-def test_wikimedia_follows_continue(provider_server: ProviderServer) -> None:  # noqa: F811
+def test_wikimedia_follows_continue(provider_server: ProviderServer) -> None:
     provider_server.configure("wikimedia", total=120)
     hits, _ = search(make("wikimedia", provider_server), "boat", 500)
 
@@ -306,13 +307,13 @@ def test_wikimedia_follows_continue(provider_server: ProviderServer) -> None:  #
     assert all(r.query.get("continue") == "gsroffset||" for r in logged[1:])
 
 
-def test_wikimedia_zero_results_have_no_query_key(provider_server: ProviderServer) -> None:  # noqa: F811
+def test_wikimedia_zero_results_have_no_query_key(provider_server: ProviderServer) -> None:
     provider_server.configure("wikimedia", zero={"qqqzzz"})
     hits, _ = search(make("wikimedia", provider_server), "qqqzzz", 10)
     assert hits == []
 
 
-def test_wikimedia_licence_and_artist(provider_server: ProviderServer) -> None:  # noqa: F811
+def test_wikimedia_licence_and_artist(provider_server: ProviderServer) -> None:
     hits, _ = search(make("wikimedia", provider_server), "harbour", 8)
     assert hits[0].creator == "Example & Co 1"  # <a …>Example &amp; Co 1</a>
     assert hits[0].license == "CC BY-SA 4.0"
@@ -324,20 +325,20 @@ def test_wikimedia_licence_and_artist(provider_server: ProviderServer) -> None: 
     assert hits[0].provider_id and hits[0].provider_id.isdigit()
 
 
-def test_wikimedia_formatversion_1_is_read_too(provider_server: ProviderServer) -> None:  # noqa: F811
+def test_wikimedia_formatversion_1_is_read_too(provider_server: ProviderServer) -> None:
     provider_server.configure("wikimedia", total=30)
     hits, _ = search(make("wikimedia", provider_server), "tree", 30, override={"formatversion": "1"})
     assert provider_server.requests("/w/api.php")[0].query["formatversion"] == "1"
     assert ranks(hits) == list(range(1, 31))
 
 
-def test_wikimedia_files_without_imageinfo_are_skipped(provider_server: ProviderServer) -> None:  # noqa: F811
+def test_wikimedia_files_without_imageinfo_are_skipped(provider_server: ProviderServer) -> None:
     provider_server.configure("wikimedia", total=10, options={"no_imageinfo": {3}})
     hits, _ = search(make("wikimedia", provider_server), "lamp", 10)
     assert ranks(hits) == [1, 2, 4, 5, 6, 7, 8, 9, 10]
 
 
-def test_wikimedia_generic_user_agent_is_explained(provider_server: ProviderServer) -> None:  # noqa: F811
+def test_wikimedia_generic_user_agent_is_explained(provider_server: ProviderServer) -> None:
     provider = get_provider("wikimedia")(
         ProviderSettings(endpoint=provider_server.base_url, user_agent="python-requests/2.32")
     )
@@ -346,14 +347,14 @@ def test_wikimedia_generic_user_agent_is_explained(provider_server: ProviderServ
     assert "403" in str(err.value)
 
 
-def test_wikimedia_maxlag_is_transient_with_retry_after(provider_server: ProviderServer) -> None:  # noqa: F811
+def test_wikimedia_maxlag_is_transient_with_retry_after(provider_server: ProviderServer) -> None:
     provider_server.set_mode("wikimedia", "maxlag", retry_after=3)
     with pytest.raises(TransientProviderError) as err:
         search(make("wikimedia", provider_server), "cat", 5)
     assert err.value.retry_after == 3
 
 
-def test_wikimedia_429_is_rate_limited(provider_server: ProviderServer) -> None:  # noqa: F811
+def test_wikimedia_429_is_rate_limited(provider_server: ProviderServer) -> None:
     provider_server.set_mode("wikimedia", "throttle")
     with pytest.raises(ProviderError, match="rate limited"):
         search(make("wikimedia", provider_server), "cat", 5)
@@ -526,7 +527,7 @@ def test_bad_key_names_the_variable_and_never_the_key(
     assert calls and all(CANARY in call.secrets and CANARY not in call.url for call in calls)
 
 
-@pytest.mark.parametrize("mode", ["html", "captcha", "broken_json", "empty", "server_error"])
+@pytest.mark.parametrize("mode", ["html", "captcha", "broken_json", "wrong_json", "empty", "server_error"])
 @pytest.mark.parametrize("name", HTTP_PROVIDERS)
 def test_garbage_is_an_error_never_zero_results(name: str, mode: str, keys: ProviderServer) -> None:
     keys.set_mode(name, mode)

@@ -41,6 +41,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter
 Point = tuple[float, float]
 Polygon = list[Point]
 RGB = tuple[int, int, int]
+Colour = Sequence[float] | np.ndarray  # an RGB triple, 0..255
 
 ITEMS: tuple[str, ...] = ("blouse", "hoodie", "pullover", "sweater", "shirt", "t-shirt", "vest")
 """Items with a dedicated silhouette; any other item name is drawn as a generic top."""
@@ -523,8 +524,8 @@ def _rasterise(sketch: _Sketch, place: _Placement, width: int, height: int
         draw.polygon(place.to_px(poly, f), fill=255 if adds else 0)
     detail = Image.new("L", size, 0)
     ddraw = ImageDraw.Draw(detail)
-    for poly, dark in sketch.shades:
-        ddraw.polygon(place.to_px(poly, f), fill=dark)
+    for poly, darkness in sketch.shades:
+        ddraw.polygon(place.to_px(poly, f), fill=darkness)
     for stroke in sketch.strokes:
         pts = place.to_px(stroke.points, f)
         if stroke.closed:
@@ -559,8 +560,8 @@ def _jitter(rng: np.random.Generator, rgb: RGB, amount: int = 9) -> RGB:
     return (int(arr[0]), int(arr[1]), int(arr[2]))
 
 
-def _distance(a: Sequence[float], b: Sequence[float]) -> float:
-    return float(math.sqrt(sum((float(x) - float(y)) ** 2 for x, y in zip(a, b))))
+def _distance(a: Colour, b: Colour) -> float:
+    return float(math.sqrt(sum((float(x) - float(y)) ** 2 for x, y in zip(a, b, strict=True))))
 
 
 def _contrasting(rng: np.random.Generator, base: RGB, exclude: Sequence[str] = (),
@@ -684,7 +685,7 @@ def _leopard_layer(fabric: _Fabric, p: np.ndarray, q: np.ndarray, rng: np.random
     # rosette rings are broken into arcs; about a third stay closed
     gaps = np.where(spot | (gap < 0.3), np.float32(1.0),
                     np.clip((np.sin(2 * phi + ph3) + 0.5) * 4, 0, 1))
-    centre_col = tuple(0.7 * c + 0.3 * r for c, r in zip(base, (150, 80, 30)))
+    centre_col = tuple(0.7 * c + 0.3 * r for c, r in zip(base, (150, 80, 30), strict=True))
     fabric.paint(centre_col, outer * (1 - inner_edge))
     fabric.paint(ring, outer * inner_edge * gaps)
 
@@ -707,7 +708,7 @@ def _leopard(u: np.ndarray, v: np.ndarray, rng: np.random.Generator, px: float,
 # background
 
 
-def _ramp(t: Image.Image, c1: Sequence[float], c2: Sequence[float]) -> Image.Image:
+def _ramp(t: Image.Image, c1: Colour, c2: Colour) -> Image.Image:
     """RGB image c1 + (c2 - c1) * t / 255 from an "L" image t, via per-band lookup tables."""
     steps = np.arange(256, dtype=np.float32) / 255
     bands = []

@@ -125,7 +125,6 @@ class OpenverseProvider(Provider):
         body = json_object(self.name, resp)
         results = body.get("results")
         if not isinstance(results, list):
-            return Page([], None)
             raise unexpected(self.name, resp, "no 'results' list in the JSON")
         hits = [hit for item in results if (hit := self._hit(item)) is not None]
         total = as_int(body.get("result_count"))
