@@ -183,6 +183,13 @@ def _load(im: Image.Image) -> None:
         raise ImageRejected("decode_error", f"{type(exc).__name__}: {exc}") from exc
 
 
+def _verify_png(data: bytes, limits: ImageLimits) -> None:
+    try:
+        Image.open(io.BytesIO(data), formats=["PNG"]).verify()
+    except _DECODE_ERRORS as exc:
+        raise ImageRejected("decode_error", f"PNG check failed: {type(exc).__name__}: {exc}") from exc
+
+
 def normalise(im: Image.Image) -> Image.Image:
     """EXIF orientation applied; 8-bit RGB. 16-bit data is scaled (not clipped); alpha and
     palette transparency are composited onto white."""
@@ -233,6 +240,8 @@ def check_bytes(data: bytes, limits: ImageLimits = ImageLimits()) -> Checked:
         raise ImageRejected("empty", "0 bytes")
     im = _open(data, limits)
     fmt = im.format or ""
+    if fmt == "PNG":
+        _verify_png(data, limits)  # load() does not check chunk CRCs; verify() does
     _load(im)
     ow, oh = im.size
     orientation = _orientation(im)

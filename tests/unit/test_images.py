@@ -178,3 +178,11 @@ def test_store_refuses_planted_symlink(tmp_path) -> None:  # SEC-11
     with pytest.raises(StoreError, match="symlink"):
         ImageStore(store_dir).put(data, "jpg")
     assert list(elsewhere.iterdir()) == []
+
+
+def test_png_with_bad_idat_crc_is_refused() -> None:  # IMG-03 (load() alone ignores CRCs)
+    data = bytearray(F.encode(F.photo(64, 64), "PNG"))
+    idat = data.index(b"IDAT")
+    length = int.from_bytes(data[idat - 4: idat], "big")
+    data[idat + 4 + length] ^= 0xFF  # first CRC byte of the IDAT chunk
+    assert reason(bytes(data)) == "decode_error"

@@ -228,6 +228,13 @@ def test_openverse_short_catalogue_ends_on_the_short_page(provider_server: Provi
     assert len(provider_server.requests("/v1/images/")) == 3
 
 
+def test_openverse_full_last_page_ends_without_another_request(provider_server: ProviderServer) -> None:
+    provider_server.configure("openverse", total=40)  # page 3 would be a 400 past page_count
+    hits, _ = search(make("openverse", provider_server), "moss", 100)
+    assert len(hits) == 40
+    assert len(provider_server.requests("/v1/images/")) == 2
+
+
 def test_openverse_zero_results(provider_server: ProviderServer) -> None:
     provider_server.configure("openverse", zero={"nothing at all"})
     hits, _ = search(make("openverse", provider_server), "nothing at all", 50)
@@ -438,6 +445,13 @@ def test_flickr_stops_at_4000(keys: ProviderServer) -> None:
     logged = keys.requests("/services/rest/")
     assert [r.query["page"] for r in logged] == [str(p) for p in range(1, 9)]
     assert all(r.query["per_page"] == "500" for r in logged)
+
+
+def test_flickr_full_last_page_ends_without_another_request(keys: ProviderServer) -> None:
+    keys.configure("flickr", total=1000)
+    hits, _ = search(make("flickr", keys), "dog", 3000)
+    assert len(hits) == 1000
+    assert [r.query["page"] for r in keys.requests("/services/rest/")] == ["1", "2"]
 
 
 def test_flickr_reads_jsonp_when_the_server_wraps_it(keys: ProviderServer) -> None:

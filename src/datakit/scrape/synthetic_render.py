@@ -774,7 +774,11 @@ def _background(rng: np.random.Generator, width: int, height: int, avoid: RGB
 
 
 def sketch_items() -> tuple[str, ...]:
-    """Item names with a dedicated silhouette (the same as `ITEMS`)."""
+    """Item names with a dedicated silhouette.
+
+    Returns:
+        The same names as `ITEMS`.
+    """
     return tuple(_SKETCHERS)
 
 

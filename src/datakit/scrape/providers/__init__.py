@@ -30,29 +30,12 @@ REGISTRY: dict[str, type[Provider]] = {
     BingProvider.name: BingProvider,
 }
 
-# The offline providers live in modules written alongside this one; until they all exist the
-# registry simply lacks them. TODO(lead): drop the guards once synthetic/folder/urls are merged.
-try:
-    from datakit.scrape.providers.synthetic import SyntheticProvider
+from datakit.scrape.providers.folder import FolderProvider  # noqa: E402
+from datakit.scrape.providers.synthetic import SyntheticProvider  # noqa: E402
+from datakit.scrape.providers.urls import UrlsProvider  # noqa: E402
 
-    REGISTRY[SyntheticProvider.name] = SyntheticProvider
-except ModuleNotFoundError as exc:  # pragma: no cover - transitional
-    if exc.name != "datakit.scrape.providers.synthetic":
-        raise
-try:
-    from datakit.scrape.providers.folder import FolderProvider
-
-    REGISTRY[FolderProvider.name] = FolderProvider
-except ModuleNotFoundError as exc:  # pragma: no cover - transitional
-    if exc.name != "datakit.scrape.providers.folder":
-        raise
-try:
-    from datakit.scrape.providers.urls import UrlsProvider
-
-    REGISTRY[UrlsProvider.name] = UrlsProvider
-except ModuleNotFoundError as exc:  # pragma: no cover - transitional
-    if exc.name != "datakit.scrape.providers.urls":
-        raise
+for _offline in (SyntheticProvider, FolderProvider, UrlsProvider):
+    REGISTRY[_offline.name] = _offline
 
 
 def get_provider(name: str) -> type[Provider]:

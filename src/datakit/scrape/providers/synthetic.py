@@ -228,14 +228,31 @@ class QueryKey:
         return cls(item, attribute, text)
 
     def parts(self) -> tuple[str, str, str]:
+        """The key as strings, for seeding.
+
+        Returns:
+            (item or "", attribute or "", text).
+        """
         return (self.item or "", self.attribute or "", self.text)
 
     def image_id(self, rank: int) -> str:
-        """A stable name for the original picture at `rank` of this key's list."""
+        """A stable name for the original picture at `rank` of this key's list.
+
+        Args:
+            rank: 1-based rank.
+
+        Returns:
+            "item|attribute|text#rank", with "*" for a missing item or attribute.
+        """
         return f"{self.item or '*'}|{self.attribute or '*'}|{self.text}#{rank}"
 
     def neighbours(self) -> list[QueryKey]:
-        """Keys sharing the item (other attribute) or the attribute (other item)."""
+        """Keys that cross-query copies are taken from.
+
+        Returns:
+            Keys sharing the item (with each other known attribute) and keys sharing the
+            attribute (with each other known item); only set fields are varied.
+        """
         out: list[QueryKey] = []
         if self.attribute is not None:
             out += [QueryKey(self.item, a) for a in ATTRIBUTES if a != self.attribute]
