@@ -424,7 +424,12 @@ class Scraper:
     def run(self) -> ScrapeResult:
         self.out.mkdir(parents=True, exist_ok=True)
         with folder_lock(self.out, "datakit scrape"):
-            return asyncio.run(self._run())
+            try:
+                return asyncio.run(self._run())
+            except OSError as exc:
+                if is_disk_full(exc):  # a run-level error, never a per-image skip (RES-06)
+                    raise StoreError(f"cannot write the image store in {self.out}: {exc.strerror or exc}") from exc
+                raise
 
     async def _run(self) -> ScrapeResult:
         t0 = time.monotonic()
