@@ -89,7 +89,9 @@ def _read_stamp(folder: Path) -> dict:
         return {}
 
 
-def ensure_corpus(folder: Path, n: int, *, width: int = 400, height: int = 300, quality: int = 85, log=print) -> list[Path]:
+def ensure_corpus(
+    folder: Path, n: int, *, width: int = 400, height: int = 300, quality: int = 85, log=print
+) -> list[Path]:
     """Make sure ``folder`` holds images 0..n-1 (generating only the missing ones); return their paths.
 
     A stamp file records the generator version, size and count, so a corpus made by an older

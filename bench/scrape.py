@@ -23,6 +23,10 @@ Run from anywhere with any Python 3.9+ (only the standard library is needed befo
 Everything stays on 127.0.0.1. See bench/README.md.
 """
 
+# The bench starts the processes it measures, with command lines it builds itself, and opens
+# only http://127.0.0.1 URLs:
+# ruff: noqa: S603, S606, S607, S310
+
 from __future__ import annotations
 
 import argparse
@@ -68,13 +72,9 @@ DATAKIT_SCRAPE_PARAMS: dict = {}
 
 def datakit_command(datakit: Path, urls_parquet: Path, out: Path, params_file: Path | None) -> list[str]:
     """The datakit run being measured: every URL of the list, full validation on."""
-    cmd = [
-        str(datakit), "scrape",
-        "--provider", "urls",
-        "--source", str(urls_parquet),
-        "--allow-private",  # the server is on 127.0.0.1
-        "--out", str(out),
-    ]
+    cmd = [str(datakit), "scrape", "--provider", "urls", "--source", str(urls_parquet)]
+    cmd += ["--allow-private"]  # the server is on 127.0.0.1
+    cmd += ["--out", str(out)]
     if params_file is not None:
         cmd += ["--params", str(params_file)]
     return cmd
@@ -146,6 +146,7 @@ NGINX_CONF = """\
 daemon off;
 master_process on;
 worker_processes {workers};
+worker_rlimit_nofile 65536;
 pid {state}/nginx.pid;
 error_log {state}/error.log warn;
 {user}
@@ -159,7 +160,6 @@ http {{
     tcp_nodelay on;
     keepalive_timeout 65s;
     keepalive_requests 1000000;
-    open_file_cache max=100000 inactive=120s;
     client_body_temp_path {state}/tmp/body;
     proxy_temp_path {state}/tmp/proxy;
     fastcgi_temp_path {state}/tmp/fastcgi;
@@ -180,9 +180,17 @@ class Server:
     kind: str
     port: int
     proc: subprocess.Popen
+    error_log: Path | None = None
 
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def error_lines(self) -> int:
+        """How many lines nginx has logged at error level or worse (0 for the aiohttp server)."""
+        if self.error_log is None or not self.error_log.exists():
+            return 0
+        with open(self.error_log, "rb") as f:
+            return sum(1 for line in f if any(t in line for t in (b"[error]", b"[crit]", b"[alert]", b"[emerg]")))
 
     def cpu_seconds(self) -> float:
         return tree_cpu_seconds(self.proc.pid)
@@ -212,11 +220,12 @@ def start_server(kind: str, corpus: Path, work: Path, workers: str) -> Server:
                 import pwd
 
                 user = f"user {pwd.getpwuid(0).pw_name} {grp.getgrgid(0).gr_name};"
+            (state / "error.log").write_text("")  # this run's errors only
             conf = state / "nginx.conf"
             conf.write_text(NGINX_CONF.format(workers=workers, state=state, user=user, port=port, root=corpus))
             cmd = [nginx, "-p", str(state), "-e", str(state / "error.log"), "-c", str(conf)]
             proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            server = Server("nginx", port, proc)
+            server = Server("nginx", port, proc, state / "error.log")
             if wait_ready(server):
                 return server
             server.stop()
@@ -289,7 +298,7 @@ def bare_loop(urls_txt: str, out: str, concurrency: int) -> None:
                                 continue
                         with open(f"{out}/{i:06d}.jpg", "wb") as f:
                             f.write(body)
-                    except (aiohttp.ClientError, asyncio.TimeoutError):
+                    except (aiohttp.ClientError, TimeoutError):
                         failed += 1
 
             await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -319,6 +328,18 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def system_busy_seconds() -> tuple[float, float]:
+    """(busy, steal) CPU seconds of the whole machine since boot, from /proc/stat."""
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (v + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
 @dataclass
 class RunResult:
     client: str
@@ -328,6 +349,8 @@ class RunResult:
     stored: int
     failed: int
     exit_code: int | None
+    other_cpu_s: float = 0.0  # CPU the rest of the machine used meanwhile (other jobs: noise)
+    steal_s: float = 0.0
     timed_out: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -344,8 +367,15 @@ def run_timed(cmd: list[str], log: Path, timeout: float, cwd: Path, env: dict) -
         logf.write(("$ " + " ".join(cmd) + "\n").encode())
         logf.flush()
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=logf, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         done: dict = {}
 
         def reap() -> None:  # wait4 gives the child's rusage, its reaped children included
@@ -439,7 +469,7 @@ def write_url_lists(work: Path, base_url: str, n: int) -> dict[str, Path]:
     with open(paths["csv"], "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["url", "label"])
-        w.writerows(zip(urls, labels))
+        w.writerows(zip(urls, labels, strict=True))
     pq.write_table(pa.table({"url": urls, "label": labels}), paths["parquet"])
     return paths
 
@@ -487,14 +517,18 @@ def run_bench(args: argparse.Namespace) -> int:
         print(f"datakit: {datakit_bin} not found (run `make venv` in the repo root); skipping datakit", flush=True)
         clients.remove("datakit")
 
+    out_root: Path = args.out_root or work
+    out_root.mkdir(parents=True, exist_ok=True)
     corpus_dir = work / "corpus"
     t0 = time.perf_counter()
     ensure_corpus(corpus_dir, n, log=lambda m: print(m, flush=True))
     corpus_bytes = sum((corpus_dir / f"{i:06d}.jpg").stat().st_size for i in range(n))
-    print(f"corpus: {n} JPEGs, mean {corpus_bytes / n / 1024:.1f} KB, in {corpus_dir} ({time.perf_counter() - t0:.1f} s)")
+    print(
+        f"corpus: {n} JPEGs, mean {corpus_bytes / n / 1024:.1f} KB, in {corpus_dir} ({time.perf_counter() - t0:.1f} s)"
+    )
 
-    params_file = None
-    if DATAKIT_SCRAPE_PARAMS:
+    params_file = args.datakit_params
+    if params_file is None and DATAKIT_SCRAPE_PARAMS:
         params_file = work / "datakit-params.yaml"
         params_file.write_text(json.dumps(DATAKIT_SCRAPE_PARAMS, indent=2) + "\n")
 
@@ -514,31 +548,53 @@ def run_bench(args: argparse.Namespace) -> int:
                 return img2dataset_command(venv, lists["txt"], out, n, reencode=False), check_img2dataset
             if client == "datakit":
                 return datakit_command(datakit_bin, lists["parquet"], out, params_file), check_datakit
-            exe = [sys.executable, str(Path(__file__).resolve()), "_bare", str(lists["txt"]), str(out),
-                   str(BARE_CONCURRENCY)]
+            exe = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "_bare",
+                str(lists["txt"]),
+                str(out),
+                str(BARE_CONCURRENCY),
+            ]
             return exe, check_bare
 
         for rep in range(args.repeat):
             for client in clients:
-                out = work / f"out-{client}"
+                out = out_root / f"out-{client}"
                 shutil.rmtree(out, ignore_errors=True)
                 os.sync()  # earlier runs' writes should not be flushed on this run's clock
                 cmd, check = command_for(client, out)
-                server_cpu0 = server.cpu_seconds()
-                wall, cpu, code, timed_out = run_timed(cmd, work / "logs" / f"{client}-{rep + 1}.log",
-                                                       args.timeout, work, env)
+                server_cpu0, server_err0 = server.cpu_seconds(), server.error_lines()
+                busy0, steal0 = system_busy_seconds()
+                wall, cpu, code, timed_out = run_timed(
+                    cmd, work / "logs" / f"{client}-{rep + 1}.log", args.timeout, work, env
+                )
                 server_cpu = server.cpu_seconds() - server_cpu0
+                busy1, steal1 = system_busy_seconds()
+                other_cpu = max(0.0, busy1 - busy0 - cpu - server_cpu)
                 stored, failed, notes = check(out, n)
+                server_errors = server.error_lines() - server_err0
+                if server_errors:
+                    notes.append(f"server logged {server_errors} errors ({server.error_log})")
                 if code != 0:
                     notes.append(f"exit code {code} (log: {work / 'logs' / f'{client}-{rep + 1}.log'})")
                 if timed_out:
                     notes.append(f"killed after {args.timeout:.0f} s")
-                r = RunResult(client, wall, cpu, server_cpu, stored, failed, code, timed_out, notes)
+                if other_cpu > 0.15 * wall:
+                    notes.append(f"other processes used {other_cpu:.1f} CPU-s meanwhile: noisy")
+                r = RunResult(
+                    client, wall, cpu, server_cpu, stored, failed, code, other_cpu, steal1 - steal0, timed_out, notes
+                )
                 results.append(r)
                 rate = r.img_per_s()
-                print(f"run {rep + 1}/{args.repeat} {client:<24} {wall:7.2f} s  stored {stored}/{n}  failed {failed}"
-                      f"  {'n/a' if rate is None else f'{rate:,.0f}'} img/s" + (f"  [{'; '.join(notes)}]" if notes else ""),
-                      flush=True)
+                print(
+                    f"run {rep + 1}/{args.repeat} {client:<24} {wall:7.2f} s  stored {stored}/{n}  failed {failed}"
+                    f"  {'n/a' if rate is None else f'{rate:,.0f}'} img/s"
+                    + (f"  [{'; '.join(notes)}]" if notes else ""),
+                    flush=True,
+                )
+                if args.out_root is not None:  # a RAM-backed root: give the memory back
+                    shutil.rmtree(out, ignore_errors=True)
                 if server.proc.poll() is not None:
                     sys.exit(f"server: {server.kind} exited during the run")
     finally:
@@ -548,7 +604,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def _median_per_img(seconds: list[float], stored: list[int]) -> float | None:
-    return statistics.median(1000 * t / k for t, k in zip(seconds, stored)) if stored else None
+    return statistics.median(1000 * t / k for t, k in zip(seconds, stored, strict=True)) if stored else None
 
 
 def report(args, results, clients, n, server_kind, venv, datakit_bin, params_file) -> int:
@@ -560,30 +616,48 @@ def report(args, results, clients, n, server_kind, venv, datakit_bin, params_fil
         summary[client] = {
             "median_img_per_s": statistics.median(ok) if ok else None,
             "median_wall_s": statistics.median(r.wall_s for r in runs),
-            "cpu_ms_per_img": _median_per_img([r.cpu_s for r in runs if r.stored], [r.stored for r in runs if r.stored]),
-            "server_cpu_ms_per_img": _median_per_img([r.server_cpu_s for r in runs if r.stored],
-                                                     [r.stored for r in runs if r.stored]),
+            "cpu_ms_per_img": _median_per_img(
+                [r.cpu_s for r in runs if r.stored], [r.stored for r in runs if r.stored]
+            ),
+            "server_cpu_ms_per_img": _median_per_img(
+                [r.server_cpu_s for r in runs if r.stored], [r.stored for r in runs if r.stored]
+            ),
             "stored": [r.stored for r in runs],
             "failed": [r.failed for r in runs],
             "complete": all(r.stored == n and not r.timed_out and r.exit_code == 0 for r in runs),
             "runs": [
-                {"wall_s": round(r.wall_s, 3), "cpu_s": round(r.cpu_s, 3), "server_cpu_s": round(r.server_cpu_s, 3),
-                 "stored": r.stored, "failed": r.failed, "exit_code": r.exit_code, "timed_out": r.timed_out,
-                 "img_per_s": r.img_per_s(), "notes": r.notes}
+                {
+                    "wall_s": round(r.wall_s, 3),
+                    "cpu_s": round(r.cpu_s, 3),
+                    "server_cpu_s": round(r.server_cpu_s, 3),
+                    "other_cpu_s": round(r.other_cpu_s, 3),
+                    "steal_s": round(r.steal_s, 3),
+                    "stored": r.stored,
+                    "failed": r.failed,
+                    "exit_code": r.exit_code,
+                    "timed_out": r.timed_out,
+                    "img_per_s": r.img_per_s(),
+                    "notes": r.notes,
+                }
                 for r in runs
             ],
         }
 
     print()
-    print(f"N = {n} images, {args.repeat} run(s) each, median; server {server_kind}, {os.cpu_count()} CPUs")
+    print(
+        f"N = {n} images, {args.repeat} run(s) each, median; server {server_kind}, {os.cpu_count()} CPUs;"
+        f" outputs under {args.out_root or args.work}"
+    )
     header = f"{'client':<26}{'img/s':>9}{'wall s':>9}{'stored':>9}{'failed':>8}{'CPU ms/img':>12}{'server ms/img':>15}"
     print(header)
     print("-" * len(header))
     for client, s in summary.items():
         rate = "n/a" if s["median_img_per_s"] is None else f"{s['median_img_per_s']:,.0f}"
         cpu, srv = (("n/a" if x is None else f"{x:.2f}") for x in (s["cpu_ms_per_img"], s["server_cpu_ms_per_img"]))
-        print(f"{client:<26}{rate:>9}{s['median_wall_s']:>9.2f}{min(s['stored']):>9}{max(s['failed']):>8}"
-              f"{cpu:>12}{srv:>15}")
+        print(
+            f"{client:<26}{rate:>9}{s['median_wall_s']:>9.2f}{min(s['stored']):>9}{max(s['failed']):>8}"
+            f"{cpu:>12}{srv:>15}"
+        )
     print("(CPU ms/img: the client's own processes; server ms/img: the loopback server's.)")
 
     ratios: dict[str, float | None] = {}
@@ -609,10 +683,12 @@ def report(args, results, clients, n, server_kind, venv, datakit_bin, params_fil
             "n": n,
             "repeat": args.repeat,
             "server": server_kind,
+            "out_root": str(args.out_root or args.work),
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
             "img2dataset": {"version": version("img2dataset"), "processes": I2D_PROCESSES, "threads": I2D_THREADS},
-            "datakit_command": datakit_command(datakit_bin, Path("WORK/urls.parquet"), Path("WORK/out-datakit"),
-                                               params_file),
+            "datakit_command": datakit_command(
+                datakit_bin, Path("WORK/urls.parquet"), Path("WORK/out-datakit"), params_file
+            ),
             "clients": summary,
             "ratios": ratios,
             "goals": {f"datakit/{k}": v for k, v in GOALS.items()},
@@ -624,17 +700,38 @@ def report(args, results, clients, n, server_kind, venv, datakit_bin, params_fil
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--n", type=int, default=20_000, help="number of images (default 20000)")
     p.add_argument("--repeat", type=int, default=1, help="runs per client; the median is reported (default 1)")
     p.add_argument("--work", type=Path, default=REPO / "bench-out", help="work folder (default <repo>/bench-out)")
     p.add_argument("--venv", type=Path, default=None, help="peer virtualenv (default WORK/.bench-venv)")
     p.add_argument("--datakit", type=Path, default=REPO / ".venv" / "bin" / "datakit", help="datakit executable")
+    p.add_argument(
+        "--datakit-params",
+        type=Path,
+        default=None,
+        help="params.yaml passed to datakit with --params (default: DATAKIT_SCRAPE_PARAMS in this script, if any)",
+    )
     p.add_argument("--clients", default=",".join(CLIENTS), help=f"comma-separated subset of: {', '.join(CLIENTS)}")
-    p.add_argument("--server", choices=("auto", "nginx", "aiohttp"), default="auto",
-                   help="loopback server (auto: nginx, else aiohttp)")
+    p.add_argument(
+        "--server",
+        choices=("auto", "nginx", "aiohttp"),
+        default="auto",
+        help="loopback server (auto: nginx, else aiohttp)",
+    )
     p.add_argument("--server-workers", default="1", help="nginx worker_processes (default 1; 'auto' for one per CPU)")
-    p.add_argument("--timeout", type=float, default=600.0, help="kill a client run after this many seconds (default 600)")
+    p.add_argument(
+        "--timeout", type=float, default=600.0, help="kill a client run after this many seconds (default 600)"
+    )
+    p.add_argument(
+        "--out-root",
+        type=Path,
+        default=None,
+        help="where the clients write (default WORK); e.g. /dev/shm/bench to take the disk out of "
+        "the comparison (outputs are then deleted after each run is checked)",
+    )
     p.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
     args = p.parse_args(argv)
     if args.n < 1 or args.repeat < 1:
@@ -643,6 +740,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.venv = (args.venv or args.work / ".bench-venv").resolve()
     if args.json:
         args.json = args.json.resolve()
+    if args.out_root:
+        args.out_root = args.out_root.resolve()
+    if args.datakit_params:
+        args.datakit_params = args.datakit_params.resolve()
     return args
 
 

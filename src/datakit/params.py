@@ -46,6 +46,8 @@ class FetchParams(_Model):
     allow_networks: list[str] = Field(default_factory=list, description="CIDRs allowed although not global")
     respect_robots: bool = Field(True, description="skip hosts answering X-Robots-Tag noai/noimageai/noindex")
     durable: bool = Field(False, description="fsync every image file (slower; power-loss safe)")
+    workers: int = Field(0, ge=0, le=64, description="download processes; 0 = one per core (max 8)")
+    workers_min_items: int = Field(1000, ge=0, description="below this many downloads, run in one process")
 
     @field_validator("allowed_ports")
     @classmethod

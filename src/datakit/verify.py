@@ -58,7 +58,7 @@ def verify(folder: Path, *, hashes: bool = True) -> VerifyReport:
     if len(dup):
         rep.problems.append(f"duplicate image_id rows: {', '.join(map(str, dup.index[:10]))}")
     referenced: set[Path] = set()
-    for i, (image_id, rel) in enumerate(zip(df["image_id"], df["path"])):
+    for i, (image_id, rel) in enumerate(zip(df["image_id"], df["path"], strict=True)):
         path = resolve(root, rel)
         referenced.add(path.absolute())
         if not path.is_file():
@@ -70,7 +70,7 @@ def verify(folder: Path, *, hashes: bool = True) -> VerifyReport:
                 rep.problems.append(f"row {i}: {rel} does not hash to its image_id {image_id[:12]}...")
     own = ImageStore.__new__(ImageStore)
     own.folder = folder
-    for image_id, path in own.objects().items():
+    for path in own.objects().values():
         if path.absolute() not in referenced:
             rep.problems.append(f"orphan object without a manifest row: {path.relative_to(folder)}")
     tmps = [p for p in folder.rglob("*" + TMP_SUFFIX) if p.is_file()]

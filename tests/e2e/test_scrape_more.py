@@ -248,3 +248,43 @@ def test_dependency_versions_are_patched() -> None:  # SEC-13
     assert v(aiohttp.__version__) >= (3, 13, 3)
     assert v(PIL.__version__) >= (10, 3, 0)
     assert os.environ.get("DVC_NO_ANALYTICS") == "1"
+
+
+def test_parallel_workers_settle_everything_and_keep_caps(tmp_path, provider_server) -> None:
+    urls = [(provider_server.url(f"/slow/20/w-{i}.jpg"), f"c{i % 3}") for i in range(300)]
+    urls += [(provider_server.url("/files/truncated-50.jpg"), "c0"), (provider_server.url("/status/404/x.jpg"), "c1"),
+             (provider_server.url("/copy/k/w-7.jpg"), "c2")]
+    params = write_params(tmp_path, fetch={"workers": 2, "workers_min_items": 0, "concurrency": 8, "per_host": 4})
+    args = ["scrape", "--provider", "urls", "--source", _urls_file(tmp_path, urls), "--allow-private",
+            "--params", params, "--out", tmp_path / "out", "--report", tmp_path / "r.json"]
+    done = run_subprocess(*args)
+    assert done.returncode == 0, done.stderr
+    m, f = manifest(tmp_path / "out"), failures(tmp_path / "out")
+    assert len(m) + len(f) == len(urls) and verify(tmp_path / "out").ok
+    assert {"truncated", "http_404"} <= set(f["reason"])
+    assert provider_server.peak_in_flight <= 4  # per_host is global, shared between the workers
+    report = __import__("json").loads((tmp_path / "r.json").read_text())
+    assert report["workers"] == 2
+    n = len(provider_server.log)
+    assert run_subprocess(*args).returncode == 0 and len(provider_server.log) == n  # RES-08 with workers
+
+
+def test_parallel_workers_resume_after_sigterm(tmp_path, provider_server) -> None:  # RES-05 with workers
+    urls = [(provider_server.url(f"/slow/100/t-{i}.jpg"), "a" if i % 2 else "b") for i in range(200)]
+    params = write_params(tmp_path, fetch={"workers": 2, "workers_min_items": 0, "concurrency": 4, "per_host": 4})
+    args = ["scrape", "--provider", "urls", "--source", _urls_file(tmp_path, urls), "--allow-private",
+            "--params", params, "--out", tmp_path / "out", "--report", tmp_path / "r.json"]
+    proc = subprocess.Popen(datakit_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while len(provider_server.log) < 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    partial = manifest(tmp_path / "out")
+    assert 0 < len(partial) < 200 and verify(tmp_path / "out").ok
+    settled = len(partial)
+    before = len(provider_server.log)
+    assert run_subprocess(*args).returncode == 0
+    assert len(manifest(tmp_path / "out")) == 200 and verify(tmp_path / "out").ok
+    assert len(provider_server.log) - before <= 200 - settled

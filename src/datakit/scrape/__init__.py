@@ -24,17 +24,15 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
 
-from datakit import faults
 from datakit.errors import DatakitError, ParamsError, ProviderError, StoreError
 from datakit.fsutil import atomic_write_text, folder_lock, is_disk_full, remove_temp_files
-from datakit.images import MIME, ImageLimits, ImageRejected, ImageStore, check_bytes
+from datakit.images import ImageLimits, ImageStore
 from datakit.manifest import (
     FAILURE_SCHEMA,
     FAILURES,
@@ -45,13 +43,13 @@ from datakit.manifest import (
     write_table,
 )
 from datakit.params import ScrapeParams
-from datakit.scrape.fetch import Fetcher, FetchFailed
+from datakit.scrape.download import Journal, Work, download, download_parallel
+from datakit.scrape.fetch import Fetcher
 from datakit.scrape.providers.base import Hit, Provider, ProviderSettings, Query, TransientProviderError
 from datakit.scrape.queries import build_queries, check_labels, slug
 from datakit.scrape.searchhttp import SearchClient
 
 STATE = ".datakit"
-JOURNAL = "journal.jsonl"
 RUN_FILE = "run.json"
 RESULTS_FILE = "results.json"
 
@@ -103,7 +101,7 @@ def hit_key(provider: str, query: Query, hit: Hit) -> str:
     """Stable identity of one search result (same search -> same key on every re-run)."""
     ident = hit.url or hit.provider_id or hit.local_path or ""
     raw = f"{provider}\x00{query.text}\x00{hit.rank}\x00{ident}"
-    return hashlib.sha1(raw.encode("utf-8")).hexdigest()
+    return hashlib.sha1(raw.encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
 def _hit_to_json(hit: Hit) -> dict[str, Any]:
@@ -118,52 +116,6 @@ def _hit_from_json(d: dict[str, Any], query: Query) -> Hit:
     hit = Hit(**fields)
     hit.query = query
     return hit
-
-
-class _Journal:
-    """Append-only record of settled results: one JSON line each, written by one writer (the
-    event loop) and flushed to the OS per line, so SIGKILL loses nothing already written."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.entries: dict[str, dict[str, Any]] = {}
-        if path.exists():
-            raw = path.read_bytes()
-            lines = raw.split(b"\n")
-            good = 0
-            for line in lines:
-                if not line.strip():
-                    good += len(line) + 1
-                    continue
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    break  # a torn last line from a kill mid-write
-                self.entries[rec["key"]] = rec
-                good += len(line) + 1
-            if good < len(raw):
-                with open(path, "r+b") as fh:  # drop the torn tail so appends stay parseable
-                    fh.truncate(min(good, len(raw)))
-        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-
-    def add(self, rec: dict[str, Any]) -> None:
-        self.entries[rec["key"]] = rec
-        self._fh.write(json.dumps(rec, separators=(",", ":"), ensure_ascii=False) + "\n")
-        self._fh.flush()
-
-    def drop(self, keys: set[str]) -> None:
-        """Forget entries (used by --retry-failed); rewrites the journal atomically."""
-        for k in keys:
-            self.entries.pop(k, None)
-        self._fh.close()
-        text = "".join(json.dumps(r, separators=(",", ":"), ensure_ascii=False) + "\n" for r in self.entries.values())
-        atomic_write_text(self.path, text)
-        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
-
-    def close(self) -> None:
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
 
 
 TRANSIENT_REASONS = frozenset({"timeout", "connect_error", "dns_error", "payload_error", "incomplete", "rate_limited",
@@ -216,7 +168,7 @@ class Scraper:
 
     # -- search -------------------------------------------------------------------------
     def _search_dir(self, query: Query) -> Path:
-        digest = hashlib.sha1(query.text.encode("utf-8")).hexdigest()[:8]
+        digest = hashlib.sha1(query.text.encode("utf-8"), usedforsecurity=False).hexdigest()[:8]
         return self.out / "search" / self.provider_name / f"{slug(query.text, 60)}-{digest}"
 
     async def _search_all(self) -> list[list[Hit]]:
@@ -266,115 +218,39 @@ class Scraper:
         raise AssertionError("unreachable")
 
     # -- download -----------------------------------------------------------------------
-    def _process(self, store: ImageStore, data: bytes | None, local_path: str | None) -> dict[str, Any]:
-        """Runs in a worker thread: read (local), validate completely, store atomically."""
-        if data is None and local_path is not None:
-            try:
-                data = Path(local_path).read_bytes()
-            except FileNotFoundError:
-                return {"status": "fail", "reason": "missing_file", "detail": local_path}
-        assert data is not None
-        try:
-            checked = check_bytes(data, self.limits)
-        except ImageRejected as exc:
-            return {"status": "fail", "reason": exc.reason, "detail": exc.detail[:300]}
-        image_id, rel = store.put(checked.data, checked.ext)
-        faults.point("after_store")
-        return {
-            "status": "ok", "image_id": image_id, "rel": rel, "format": checked.format,
-            "width": checked.width, "height": checked.height, "orig_width": checked.orig_width,
-            "orig_height": checked.orig_height, "bytes": len(checked.data), "downsized": checked.downsized,
-            "has_gps": checked.has_gps,
-        }
+    def _workers(self, n_todo: int) -> int:
+        f = self.p.fetch
+        if n_todo < f.workers_min_items or self.fetcher_factory is not None:
+            return 1
+        return f.workers or min(8, os.cpu_count() or 1)
 
-    async def _download_all(self, items: list[_Item], journal: _Journal, store: ImageStore) -> dict[str, Any]:
-        todo = [it for it in items if it.key not in journal.entries]
+    async def _download_all(self, items: list[_Item], journal: Journal, store: ImageStore) -> dict[str, Any]:
+        todo = [Work(it.key, it.hit.url, it.hit.data, it.hit.local_path) for it in items if it.key not in journal.entries]
         self.ui.start("download", len(items))
         self.ui.advance("download", len(items) - len(todo))
-        loop = asyncio.get_running_loop()
-        workers = max(2, (os.cpu_count() or 2)) + 2
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datakit-decode")
-        window = asyncio.Semaphore(max(2 * self.p.fetch.concurrency, 2 * workers))  # bounds memory (CON-06)
-        fatal: list[BaseException] = []
-        stats: dict[str, Any] = {}
 
-        async def one(it: _Item, fetcher: Fetcher | None) -> None:
-            rec: dict[str, Any] = {"key": it.key}
-            try:
-                if it.hit.data is not None or it.hit.local_path is not None:
-                    res = await loop.run_in_executor(pool, self._process, store, it.hit.data, it.hit.local_path)
-                    rec.update(res)
-                    rec.update({"attempts": 1 if it.hit.data is not None else 0})
-                else:
-                    assert fetcher is not None
-                    try:
-                        got = await fetcher.fetch(it.hit.url)
-                    except FetchFailed as exc:
-                        rec.update({"status": "fail", "reason": exc.reason, "detail": exc.detail[:300],
-                                    "attempts": exc.attempts, "http_status": exc.status,
-                                    "content_type": exc.content_type})
-                    else:
-                        res = await loop.run_in_executor(pool, self._process, store, got.data, None)
-                        rec.update(res)
-                        rec.update({"attempts": got.attempts, "http_status": got.status, "content_type": got.content_type})
-                        if res["status"] == "ok" and got.content_type:
-                            ct = got.content_type.split(";")[0].strip().lower()
-                            rec["content_type_mismatch"] = ct != MIME.get(res["format"], "")
-            except OSError as exc:
-                if is_disk_full(exc) or isinstance(exc, PermissionError):
-                    fatal.append(exc)  # run-level error, not a per-image skip (RES-06)
-                    return
-                raise
-            except StoreError as exc:
-                fatal.append(exc)
-                return
-            journal.add(rec)
-            faults.point("after_journal")
-            self.ui.advance("download")
+        def settled(n: int) -> None:
+            self.ui.advance("download", n)
 
-        async def guarded(it: _Item, fetcher: Fetcher | None) -> None:
+        workers = self._workers(len(todo))
+        if workers > 1:
+            journal.close()
             try:
-                await one(it, fetcher)
+                stats = await download_parallel(todo, workers, fetch=self.p.fetch, user_agent=self.p.user_agent,
+                                                limits=self.limits, store=store, state=self.out / STATE,
+                                                on_settled=settled)
             finally:
-                window.release()
-
-        t0 = time.monotonic()
-        fetcher: Fetcher | None = None
-        needs_net = any(not (it.hit.data is not None or it.hit.local_path is not None) for it in todo)
-        try:
-            if needs_net:
-                if self.fetcher_factory is not None:
-                    fetcher = self.fetcher_factory(self.p.fetch, user_agent=self.p.user_agent)
-                else:
-                    fetcher = Fetcher(self.p.fetch, user_agent=self.p.user_agent)
-                await fetcher.__aenter__()
-            tasks: set[asyncio.Task[None]] = set()
-            for it in todo:
-                if fatal:
-                    break
-                await window.acquire()
-                task = asyncio.create_task(guarded(it, fetcher))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            while tasks:
-                await asyncio.gather(*list(tasks))
-        finally:
-            if fetcher is not None:
-                await fetcher.__aexit__(None, None, None)
-                stats = {"requests": fetcher.stats.requests, "retries": fetcher.stats.retries,
-                         "bytes_downloaded": fetcher.stats.bytes, "peak_in_flight": fetcher.stats.peak_in_flight}
-            pool.shutdown(wait=True)
-        if fatal:
-            exc = fatal[0]
-            if isinstance(exc, DatakitError):
-                raise exc
-            raise StoreError(f"cannot write the image store in {self.out}: {exc}") from exc
-        stats["download_seconds"] = round(time.monotonic() - t0, 3)
+                journal.reload()
+        else:
+            stats = await download(todo, fetch=self.p.fetch, user_agent=self.p.user_agent, limits=self.limits,
+                                   store=store, journal=journal, on_settled=settled,
+                                   fetcher_factory=self.fetcher_factory, threads=max(2, os.cpu_count() or 2))
+            stats["workers"] = 1
         stats["downloaded_now"] = len(todo)
         return stats
 
     # -- assembly -----------------------------------------------------------------------
-    def _assemble(self, items: list[_Item], dup_url: dict[str, str], journal: _Journal) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def _assemble(self, items: list[_Item], dup_url: dict[str, str], journal: Journal) -> tuple[pd.DataFrame, pd.DataFrame]:
         root = find_project_root(self.out)
         rows: list[dict[str, Any]] = []
         fails: list[dict[str, Any]] = []
@@ -452,7 +328,7 @@ class Scraper:
         if done_marker.exists():
             done_marker.unlink()
 
-        journal = _Journal(state / JOURNAL)
+        journal = Journal(state)
         store = ImageStore(self.out, durable=self.p.fetch.durable)
         self._recover_orphans(journal, store)
         if self.retry_failed:
@@ -481,7 +357,7 @@ class Scraper:
             try:
                 all_hits = await self._search_all()
                 seen_url: dict[str, str] = {}
-                for query, hits in zip(self.queries, all_hits):
+                for query, hits in zip(self.queries, all_hits, strict=True):
                     for hit in hits:
                         key = hit_key(self.provider_name, query, hit)
                         items.append(_Item(len(items), key, query, hit))
@@ -508,7 +384,7 @@ class Scraper:
         result = self._summarise(items, manifest, failures, stats, time.monotonic() - t0)
         return result
 
-    def _recover_orphans(self, journal: _Journal, store: ImageStore) -> None:
+    def _recover_orphans(self, journal: Journal, store: ImageStore) -> None:
         """Objects no settled result points to were written by a killed run just before its
         journal line: delete them (always the same rule); the result is fetched again."""
         known = {r["image_id"] for r in journal.entries.values() if r.get("status") == "ok"}

@@ -84,7 +84,7 @@ class SearchClient:
                 res = [float(x) for x in reset.split(",")]
             except ValueError:
                 return
-            for r, s in zip(rem, res):
+            for r, s in zip(rem, res, strict=False):
                 if r <= 0 and s <= self.retry_after_cap_s:
                     self._pause_until = max(self._pause_until, time.monotonic() + s)
 

@@ -1,0 +1,320 @@
+"""Download, validate and store search results; the journal of settled results.
+
+`download()` runs in the current event loop. `download_parallel()` shards the work over worker
+processes (one interpreter, one GIL, one event loop per core), each running `download()` with
+its share of the global and per-host caps, so the request rate to any one host never exceeds
+`fetch.per_host` however many workers run. Every worker appends to its own journal file; the
+parent reads them all.
+
+Small images are validated inline on the event loop (a full decode of a typical web image costs
+well under a millisecond, cheaper than a thread hand-off); large ones go to a thread so a 40 MP
+decode never starves other downloads (NET-15).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import multiprocessing as mp
+import os
+import queue
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datakit import faults
+from datakit.errors import DatakitError, StoreError
+from datakit.fsutil import atomic_write_text, is_disk_full
+from datakit.images import MIME, ImageLimits, ImageRejected, ImageStore, check_bytes
+from datakit.params import FetchParams
+from datakit.scrape.fetch import Fetcher, FetchFailed
+
+INLINE_MAX_BYTES = 256 * 1024  # validate on the loop below this; in a thread above
+
+
+@dataclass(frozen=True)
+class Work:
+    """One result to settle: a URL to fetch, or bytes / a local file to validate."""
+
+    key: str
+    url: str = ""
+    data: bytes | None = None
+    local_path: str | None = None
+
+
+class Journal:
+    """Append-only record of settled results in `folder/journal*.jsonl`: one JSON line each,
+    written by one writer per process and flushed to the OS per line, so SIGKILL loses nothing
+    already written. A torn last line (a kill mid-write) is dropped on load."""
+
+    def __init__(self, folder: Path, name: str = "journal.jsonl") -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / name
+        self.entries: dict[str, dict[str, Any]] = {}
+        self.reload()
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def reload(self) -> None:
+        for path in sorted(self.folder.glob("journal*.jsonl")):
+            raw = path.read_bytes()
+            good = 0
+            for line in raw.split(b"\n"):
+                if line.strip():
+                    try:
+                        rec = json.loads(line)
+                    except ValueError:
+                        break
+                    self.entries[rec["key"]] = rec
+                good += len(line) + 1
+            if good < len(raw):
+                with open(path, "r+b") as fh:  # drop the torn tail so later appends stay parseable
+                    fh.truncate(good)
+
+    def add(self, rec: dict[str, Any]) -> None:
+        self.entries[rec["key"]] = rec
+        self._fh.write(json.dumps(rec, separators=(",", ":"), ensure_ascii=False) + "\n")
+        self._fh.flush()
+
+    def drop(self, keys: set[str]) -> None:
+        """Forget entries (--retry-failed): all journals are folded into one, atomically."""
+        for k in keys:
+            self.entries.pop(k, None)
+        self._fh.close()
+        text = "".join(json.dumps(r, separators=(",", ":"), ensure_ascii=False) + "\n" for r in self.entries.values())
+        atomic_write_text(self.path, text)
+        for other in self.folder.glob("journal*.jsonl"):
+            if other != self.path:
+                other.unlink()
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def close(self) -> None:
+        if self._fh.closed:
+            return
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+
+
+def process_bytes(store: ImageStore, limits: ImageLimits, data: bytes | None, local_path: str | None) -> dict[str, Any]:
+    """Validate completely and store atomically; a record for the journal."""
+    if data is None and local_path is not None:
+        try:
+            data = Path(local_path).read_bytes()
+        except FileNotFoundError:
+            return {"status": "fail", "reason": "missing_file", "detail": local_path}
+    assert data is not None
+    try:
+        checked = check_bytes(data, limits)
+    except ImageRejected as exc:
+        return {"status": "fail", "reason": exc.reason, "detail": exc.detail[:300]}
+    image_id, rel = store.put(checked.data, checked.ext)
+    faults.point("after_store")
+    return {
+        "status": "ok", "image_id": image_id, "rel": rel, "format": checked.format,
+        "width": checked.width, "height": checked.height, "orig_width": checked.orig_width,
+        "orig_height": checked.orig_height, "bytes": len(checked.data), "downsized": checked.downsized,
+        "has_gps": checked.has_gps,
+    }
+
+
+async def download(work: list[Work], *, fetch: FetchParams, user_agent: str, limits: ImageLimits,
+                   store: ImageStore, journal: Journal, on_settled: Callable[[int], None] = lambda n: None,
+                   fetcher_factory: Callable[..., Fetcher] | None = None, threads: int = 2) -> dict[str, Any]:
+    """Settle every item of `work` in this event loop; returns counters."""
+    loop = asyncio.get_running_loop()
+    pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="datakit-decode")
+    window = asyncio.Semaphore(max(2 * fetch.concurrency, 8))  # items in memory at once (CON-06)
+    fatal: list[BaseException] = []
+
+    async def validate(data: bytes | None, local_path: str | None) -> dict[str, Any]:
+        if data is not None and len(data) <= INLINE_MAX_BYTES:
+            return process_bytes(store, limits, data, None)
+        return await loop.run_in_executor(pool, process_bytes, store, limits, data, local_path)
+
+    async def one(w: Work, fetcher: Fetcher | None) -> None:
+        rec: dict[str, Any] = {"key": w.key}
+        try:
+            if w.data is not None or w.local_path is not None:
+                rec.update(await validate(w.data, w.local_path))
+                rec["attempts"] = 1 if w.data is not None else 0
+            else:
+                assert fetcher is not None
+                try:
+                    got = await fetcher.fetch(w.url)
+                except FetchFailed as exc:
+                    rec.update({"status": "fail", "reason": exc.reason, "detail": exc.detail[:300],
+                                "attempts": exc.attempts, "http_status": exc.status, "content_type": exc.content_type})
+                else:
+                    res = await validate(got.data, None)
+                    rec.update(res)
+                    rec.update({"attempts": got.attempts, "http_status": got.status, "content_type": got.content_type})
+                    if res["status"] == "ok" and got.content_type:
+                        ct = got.content_type.split(";")[0].strip().lower()
+                        rec["content_type_mismatch"] = ct != MIME.get(res["format"], "")
+        except OSError as exc:
+            if is_disk_full(exc) or isinstance(exc, PermissionError):
+                fatal.append(exc)  # a run-level error, not a per-image skip (RES-06)
+                return
+            raise
+        except StoreError as exc:
+            fatal.append(exc)
+            return
+        journal.add(rec)
+        faults.point("after_journal")
+        on_settled(1)
+
+    async def guarded(w: Work, fetcher: Fetcher | None) -> None:
+        try:
+            await one(w, fetcher)
+        finally:
+            window.release()
+
+    t0 = time.monotonic()
+    stats: dict[str, Any] = {}
+    fetcher: Fetcher | None = None
+    try:
+        if any(not (w.data is not None or w.local_path is not None) for w in work):
+            fetcher = (fetcher_factory or Fetcher)(fetch, user_agent=user_agent)
+            await fetcher.__aenter__()
+        tasks: set[asyncio.Task[None]] = set()
+        for w in work:
+            if fatal:
+                break
+            await window.acquire()
+            task = asyncio.create_task(guarded(w, fetcher))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        while tasks:
+            await asyncio.gather(*list(tasks))
+    finally:
+        if fetcher is not None:
+            await fetcher.__aexit__(None, None, None)
+            stats = {"requests": fetcher.stats.requests, "retries": fetcher.stats.retries,
+                     "bytes_downloaded": fetcher.stats.bytes, "peak_in_flight": fetcher.stats.peak_in_flight}
+        pool.shutdown(wait=True)
+    if fatal:
+        exc = fatal[0]
+        if isinstance(exc, DatakitError):
+            raise exc
+        raise StoreError(f"cannot write the image store in {store.folder}: {getattr(exc, 'strerror', None) or exc}") from exc
+    stats["download_seconds"] = round(time.monotonic() - t0, 3)
+    return stats
+
+
+def _share(total: int, n: int) -> int:
+    return max(1, math.floor(total / n))
+
+
+def _worker_main(index: int, work: list[Work], fetch: FetchParams, user_agent: str, limits: ImageLimits,
+                 out: str, state: str, durable: bool, messages: Any) -> None:
+    """Entry point of one download worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
+    store = ImageStore(Path(out), durable=durable)
+    journal = Journal(Path(state), f"journal-w{index}.jsonl")
+    pending = [0]
+    last = [time.monotonic()]
+
+    def settled(n: int) -> None:
+        pending[0] += n
+        now = time.monotonic()
+        if now - last[0] > 0.2:
+            messages.put(("settled", pending[0]))
+            pending[0] = 0
+            last[0] = now
+
+    async def main() -> dict[str, Any]:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await download(work, fetch=fetch, user_agent=user_agent, limits=limits, store=store,
+                              journal=journal, on_settled=settled, threads=1)
+
+    try:
+        stats = asyncio.run(main())
+    except asyncio.CancelledError:
+        messages.put(("settled", pending[0]))
+        messages.put(("stopped", index))
+        return
+    except DatakitError as exc:
+        messages.put(("fatal", str(exc)))
+        raise SystemExit(1) from None
+    except OSError as exc:
+        if is_disk_full(exc):
+            messages.put(("fatal", f"cannot write the image store in {out}: {exc.strerror}"))
+            raise SystemExit(1) from None
+        raise
+    finally:
+        journal.close()
+    messages.put(("settled", pending[0]))
+    messages.put(("done", stats))
+
+
+async def download_parallel(work: list[Work], workers: int, *, fetch: FetchParams, user_agent: str,
+                            limits: ImageLimits, store: ImageStore, state: Path,
+                            on_settled: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
+    """`download()` over `workers` processes; caps are divided so their sum stays within
+    `fetch.concurrency` and `fetch.per_host`."""
+    share = fetch.model_copy(update={
+        "concurrency": _share(fetch.concurrency, workers),
+        "per_host": _share(fetch.per_host, workers),
+    })
+    ctx = mp.get_context("spawn")  # never fork a process that runs an event loop
+    messages = ctx.Queue()
+    shards = [work[i::workers] for i in range(workers)]
+    procs = [
+        ctx.Process(target=_worker_main, name=f"datakit-download-{i}",
+                    args=(i, shard, share, user_agent, limits, str(store.folder), str(state), store.durable, messages))
+        for i, shard in enumerate(shards) if shard
+    ]
+    t0 = time.monotonic()
+    for p in procs:
+        p.start()
+    totals: dict[str, Any] = {"requests": 0, "retries": 0, "bytes_downloaded": 0, "peak_in_flight": 0}
+    fatal: list[str] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                kind, value = messages.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "settled":
+                on_settled(value)
+            elif kind == "done":
+                for k in ("requests", "retries", "bytes_downloaded"):
+                    totals[k] += value.get(k, 0)
+                totals["peak_in_flight"] += value.get("peak_in_flight", 0)
+            elif kind == "fatal":
+                fatal.append(value)
+
+    try:
+        while any(p.is_alive() for p in procs):
+            drain()
+            await asyncio.sleep(0.05)
+    except asyncio.CancelledError:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()  # SIGTERM: the worker flushes its journal and exits
+        for p in procs:
+            p.join(30)
+        drain()
+        raise
+    for p in procs:
+        p.join()
+    drain()
+    if fatal:
+        raise StoreError(fatal[0])
+    dead = [p for p in procs if p.exitcode != 0]
+    if dead:
+        raise DatakitError(
+            f"{len(dead)} download worker(s) died (exit {dead[0].exitcode}); settled results are kept, "
+            f"re-run the same command to resume"
+        )
+    totals["download_seconds"] = round(time.monotonic() - t0, 3)
+    totals["workers"] = len(procs)
+    return totals
