@@ -10,12 +10,14 @@ cannot slip between check and connect.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable
 from typing import Any
 
 from yarl import URL
 
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
 _6TO4 = ipaddress.ip_network("2002::/16")
@@ -99,7 +101,7 @@ class AddressPolicy:
     def check_url(self, url: str | URL) -> URL:
         """Parse and check a URL before any connection. Raises Blocked with a reason code."""
         if isinstance(url, str):
-            if url != url.strip() or any(ord(c) < 0x20 or c == "\x7f" for c in url):
+            if _CONTROL_OR_SPACE.search(url):
                 raise Blocked("bad_url", "whitespace or control characters in the URL")
             try:
                 parsed = URL(url)
