@@ -288,3 +288,42 @@ def test_parallel_workers_resume_after_sigterm(tmp_path, provider_server) -> Non
     assert run_subprocess(*args).returncode == 0
     assert len(manifest(tmp_path / "out")) == 200 and verify(tmp_path / "out").ok
     assert len(provider_server.log) - before <= 200 - settled
+
+
+def test_retry_failed_fetches_transient_failures_again(tmp_path, provider_server) -> None:
+    urls = [(provider_server.url("/flaky/4/x.jpg"), "a"), (provider_server.image_url("ok.jpg"), "a"),
+            (provider_server.url("/status/404/y.jpg"), "a")]
+    src = _urls_file(tmp_path, urls)
+    params = write_params(tmp_path)
+    args = ["scrape", "--provider", "urls", "--source", src, "--allow-private", "--params", params,
+            "--out", tmp_path / "out", "--report", tmp_path / "r.json"]
+    assert invoke(*args).exit_code == 0
+    assert sorted(failures(tmp_path / "out")["reason"]) == ["http_404", "http_503"]
+    n404 = len(provider_server.requests("/status/404/"))
+    res = invoke(*args, "--retry-failed")  # the 4th and later tries of /flaky/4 succeed
+    assert res.exit_code == 0, res.output
+    assert list(failures(tmp_path / "out")["reason"]) == ["http_404"]  # final errors are not retried
+    assert len(provider_server.requests("/status/404/")) == n404
+    assert len(manifest(tmp_path / "out")) == 2 and verify(tmp_path / "out").ok
+
+
+def test_verify_reports_every_breach(tmp_path) -> None:
+    params = write_params(tmp_path, items=["vest"], attributes=["dotted"], per_query=20)
+    out = tmp_path / "out"
+    assert invoke("scrape", "--provider", "synthetic", "--params", params, "--out", out, "--report", tmp_path / "r.json").exit_code == 0
+    ok = invoke("verify", out)
+    assert ok.exit_code == 0 and "ok" in ok.output
+    m = manifest(out)
+    root = out  # no project markers: paths are relative to the scrape folder's project root
+    files = [p for p in out.rglob("images/*/*") if p.is_file()]
+    files[0].unlink()                                   # missing file
+    files[1].write_bytes(files[1].read_bytes() + b"x")  # bytes no longer match the id
+    orphan = out / "images" / "00" / ("0" * 64 + ".jpg")
+    orphan.parent.mkdir(exist_ok=True)
+    orphan.write_bytes(b"orphan")                       # object without a row
+    (out / "images" / "00" / ".x.tmp").write_bytes(b"")  # leftover temp
+    res = invoke("verify", out)
+    assert res.exit_code == 1
+    for word in ("file missing", "does not hash", "orphan", "temp file"):
+        assert word in res.output, word
+    assert len(m) > 2 and root.exists()
