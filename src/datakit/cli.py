@@ -35,8 +35,9 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode="rich",
 )
-out = Console()
-err = Console(stderr=True)
+# Tables stay readable in logs and CI (no terminal: rich would assume 80 columns).
+out = Console(width=None if sys.stdout.isatty() else 120)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 
 def _version(value: bool) -> None:
