@@ -191,6 +191,131 @@ def _print_scrape_summary(result: Any, out_dir: Path) -> None:
     )
 
 
+class _DefaultRun(typer.core.TyperGroup):
+    """`datakit dedup INPUT ...` means `datakit dedup run INPUT ...`; `datakit dedup calibrate`
+    stays a subcommand."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+dedup_app = typer.Typer(
+    cls=_DefaultRun,
+    no_args_is_help=True,
+    help=(
+        "Find exact and near-duplicate images (256-bit dhash within a Hamming radius, plus central-crop "
+        "hashes for re-cropped copies), group them, keep one per group and flag label conflicts.\n\n"
+        "  datakit dedup data/scrape --out data/dedup\n\n"
+        "  datakit dedup calibrate data/scrape          (precision/recall per radius on your images)"
+    ),
+)
+app.add_typer(dedup_app, name="dedup")
+
+
+@dedup_app.command(
+    "run",
+    epilog=(
+        "Examples:\n\n  datakit dedup data/scrape --out data/dedup\n\n"
+        "  datakit dedup data/scrape-v2 --against data/dedup-v1 --out data/dedup-v2   (new vs an old version)\n\n"
+        "  datakit dedup data/scrape --out data/dedup --threshold 8 --exact"
+    ),
+)
+def dedup_run(
+    input_dir: Annotated[Path, typer.Argument(metavar="INPUT", help="An earlier stage's folder (its manifest.parquet).", exists=True)],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder: manifest.parquet (+ dedup columns) and gallery.html.", file_okay=False)],
+    params_file: Annotated[Optional[Path], typer.Option("--params", help="params.yaml to read (default: ./params.yaml if present).")] = None,
+    threshold: Annotated[Optional[int], typer.Option(help="Hamming radius on the 256-bit dhash (params: dedup.threshold).")] = None,
+    exact: Annotated[Optional[bool], typer.Option("--exact/--fast", help="Reference hashing (bit for bit imagehash) or the fast path.")] = None,
+    against: Annotated[Optional[Path], typer.Option(help="Another dedup output: mark images that duplicate its images (its hashes are reused).", exists=True)] = None,
+    report: Annotated[Path, typer.Option(help="Where to write the stage's figures (DVC metrics).")] = Path("reports/dedup.json"),
+) -> None:
+    """Mark duplicates and label conflicts as manifest columns; nothing is deleted.
+
+    Reads INPUT/manifest.parquet (and INPUT/failures.parquet: the same bytes returned under
+    another label count as a conflict). Writes OUT/manifest.parquet with dhash, dup_group, dup_of,
+    dup_distance, keep, dedup_reason, label_conflict, conflict_labels, against_dup, and
+    OUT/gallery.html (every conflict, the largest groups) for a person to scan.
+    """
+    from datakit.dedup import load_input
+    from datakit.dedup import run as run_dedup
+    from datakit.dedup.gallery import write_gallery
+    from datakit.fsutil import folder_lock
+    from datakit.manifest import MANIFEST, read_table, write_table
+    from datakit.params import load_params, override
+
+    try:
+        params = load_params(params_file)
+        p = override(params.dedup, "dedup", threshold=threshold, exact=exact)
+        df, root = load_input(input_dir)
+        other = read_table(Path(against) / MANIFEST if Path(against).is_dir() else Path(against)) if against else None
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with folder_lock(out_dir, "datakit dedup"):
+            result = run_dedup(df, p, root=root, input_dir=input_dir if input_dir.is_dir() else None, against=other)
+            write_table(result.manifest, out_dir / MANIFEST)
+            write_gallery(result.manifest, root, result.report, out_dir / "gallery.html", largest=p.gallery_groups)
+    except DatakitError as exc:
+        raise _fail(exc) from None
+    _write_report(report, result.report)
+    r = result.report
+    t = Table(title="dedup: per label")
+    for col in ("label", "before", "after"):
+        t.add_column(col, justify="left" if col == "label" else "right")
+    for label, before in r["per_label_before"].items():
+        t.add_row(label, str(before), str(r["per_label_after"].get(label, 0)))
+    out.print(t)
+    out.print(
+        f"[bold]{r['images']}[/] images: {r['kept']} kept, {r['removed']} marked keep=False "
+        f"({', '.join(f'{k} {v}' for k, v in r['removed_by_reason'].items()) or 'none'}); "
+        f"{r['groups']} groups ({r['exact_groups']} exact, {r['near_groups']} near), "
+        f"{r['conflict_groups']} label-conflict groups, {r['low_information']} low-information; "
+        f"hashed {r['images_per_s']} img/s\n"
+        f"manifest: {out_dir / MANIFEST}   gallery: {out_dir / 'gallery.html'}"
+    )
+
+
+@dedup_app.command("calibrate", epilog="Examples:\n\n  datakit dedup calibrate data/scrape\n\n  datakit dedup calibrate data/scrape --pairs pairs.csv")
+def dedup_calibrate(
+    input_dir: Annotated[Path, typer.Argument(metavar="INPUT", help="A stage folder whose images to sample.", exists=True)],
+    pairs: Annotated[Optional[Path], typer.Option(help="CSV a,b,duplicate (paths or image_ids); default: generate pairs.", exists=True)] = None,
+    sample: Annotated[int, typer.Option(help="Images to sample when generating pairs.")] = 100,
+    seed: Annotated[int, typer.Option(help="Sampling and transform seed.")] = 0,
+    params_file: Annotated[Optional[Path], typer.Option("--params")] = None,
+) -> None:
+    """Print precision and recall per Hamming radius and recommend dedup.threshold.
+
+    Without --pairs, every sampled image is compared with transformed copies of itself
+    (resize 50-90 %, JPEG q30-90, crop <= 8 %, brightness +-20 %, text overlay, PNG<->JPEG) and with
+    other sampled images."""
+    from datakit.dedup import load_input
+    from datakit.dedup.calibrate import distances, generate_pairs, read_pairs, recommend, table
+    from datakit.params import load_params
+
+    try:
+        p = load_params(params_file).dedup
+        df, root = load_input(input_dir)
+        prs = read_pairs(pairs, df, root) if pairs else generate_pairs(df, root, sample=sample, seed=seed)
+        d = distances(prs, exact=p.exact)
+    except DatakitError as exc:
+        raise _fail(exc) from None
+    tab = table(d, crop_threshold=p.crop_threshold)
+    t = Table(title=f"dedup calibrate: {int(d['duplicate'].sum())} duplicate and {int((~d['duplicate']).sum())} unrelated pairs")
+    for col in ("radius", "precision (full)", "recall (full)", f"precision (+crops<={p.crop_threshold})", "recall (+crops)"):
+        t.add_column(col, justify="right")
+    full = tab[tab["signal"] == "full"].set_index("radius")
+    both = tab[tab["signal"] == "full+crops"].set_index("radius")
+    for radius in full.index:
+        t.add_row(str(radius), f"{full.at[radius, 'precision']:.3f}", f"{full.at[radius, 'recall']:.3f}",
+                  f"{both.at[radius, 'precision']:.3f}", f"{both.at[radius, 'recall']:.3f}")
+    out.print(t)
+    per_kind = d[d["duplicate"]].assign(found=lambda x: (x["full"] <= p.threshold) | (x["crop"] <= p.crop_threshold))
+    out.print("recall per transform at the current params: " + ", ".join(
+        f"{k} {v:.2f}" for k, v in per_kind.groupby("kind")["found"].mean().items()))
+    out.print(f"recommended dedup.threshold: [bold]{recommend(tab, 'full')}[/] "
+              f"(largest recall at precision >= 0.995; current {p.threshold})")
+
+
 @app.command(epilog="Example:\n\n  datakit verify data/scrape")
 def verify(
     folder: Annotated[Path, typer.Argument(help="A stage folder holding manifest.parquet.", exists=True, file_okay=False)],

@@ -130,12 +130,28 @@ class ScrapeParams(_Model):
         return self
 
 
+class DedupParams(_Model):
+    """`dedup:` in params.yaml: how near is a duplicate, which copy survives, what to do with
+    groups whose members carry different labels."""
+
+    threshold: int = Field(10, ge=0, le=64, description="Hamming radius on the 256-bit dhash (full image)")
+    crop_threshold: int = Field(10, ge=0, le=64, description="radius between a full hash and another image's crop hashes")
+    crops: bool = Field(True, description="also match re-cropped copies through central-crop hashes")
+    exact: bool = Field(False, description="hash exactly as imagehash.dhash(img, 16) (slower reference path)")
+    keep: Literal["largest", "first", "best_quality"] = "largest"
+    conflicts: Literal["drop_group", "keep_majority", "keep_all"] = "drop_group"
+    signals: list[Literal["dhash", "embedding"]] = Field(default_factory=lambda: ["dhash"])
+    workers: int = Field(0, ge=0, le=64, description="hashing processes; 0 = one per core")
+    gallery_groups: int = Field(40, ge=0, le=10_000, description="largest groups shown in the HTML gallery")
+
+
 class Params(_Model):
     """The whole params.yaml. Keys of later stages are accepted as plain mappings until their
     stage defines a model."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
     scrape: ScrapeParams = Field(default_factory=ScrapeParams)
+    dedup: DedupParams = Field(default_factory=DedupParams)
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -169,13 +185,21 @@ def _find_secrets(obj: Any, path: str = "") -> list[str]:
     return found
 
 
+def _models() -> dict[str, type[BaseModel]]:
+    return {"": Params, "scrape": ScrapeParams, "scrape.fetch": FetchParams, "scrape.image": ImageParams,
+            "dedup": DedupParams}
+
+
 def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     lines = []
+    models = _models()
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         key = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
         if err["type"] == "extra_forbidden":
-            lines.append(f"{key}: unknown key")
+            parent = key.rpartition(".")[0]
+            allowed = f" (allowed: {_allowed_keys(models[parent])})" if parent in models else ""
+            lines.append(f"{key}: unknown key{allowed}")
         else:
             value = err.get("input")
             shown = f" (got {value!r})" if not isinstance(value, (dict, list)) else ""
@@ -202,8 +226,6 @@ def parse_params(data: dict[str, Any] | None, source: str = "params.yaml") -> Pa
         return Params.model_validate(data)
     except ValidationError as exc:
         msg = format_validation_error(exc)
-        if "unknown key" in msg:
-            msg += f" (scrape allows: {_allowed_keys(ScrapeParams)}; scrape.fetch allows: {_allowed_keys(FetchParams)})"
         raise ParamsError(f"{source}: {msg}") from None
 
 
