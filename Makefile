@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test bench-scrape clean
+.PHONY: venv demo test lint bench-scrape clean
 
 venv: $(STAMP)
 
@@ -30,3 +30,6 @@ bench-scrape: venv
 
 clean:
 	rm -rf $(VENV) demo-out bench-out .pytest_cache
+
+lint: venv
+	$(BIN)/ruff check src tests bench

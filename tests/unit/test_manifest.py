@@ -113,7 +113,7 @@ def test_writer_roundtrip_property(tmp_path, rows) -> None:  # plan 4.2.6
     write_table(df, path, FAILURE_SCHEMA)
     back = read_table(path)
     assert len(back) == len(df)
-    for a, b in zip(df.to_dict("records"), back.to_dict("records")):
+    for a, b in zip(df.to_dict("records"), back.to_dict("records"), strict=True):
         for k in ("url", "label", "detail"):
             assert (pd.isna(a[k]) and pd.isna(b[k])) or a[k] == b[k]
         assert (pd.isna(a["rank"]) and pd.isna(b["rank"])) or a["rank"] == b["rank"]
