@@ -134,8 +134,8 @@ class DedupParams(_Model):
     """`dedup:` in params.yaml: how near is a duplicate, which copy survives, what to do with
     groups whose members carry different labels."""
 
-    threshold: int = Field(10, ge=0, le=64, description="Hamming radius on the 256-bit dhash (full image)")
-    crop_threshold: int = Field(10, ge=0, le=64, description="radius between a full hash and another image's crop hashes")
+    threshold: int = Field(28, ge=0, le=64, description="Hamming radius on the 256-bit dhash (full image)")
+    crop_threshold: int = Field(24, ge=0, le=64, description="radius between a full hash and another image's crop hashes")
     crops: bool = Field(True, description="also match re-cropped copies through central-crop hashes")
     exact: bool = Field(False, description="hash exactly as imagehash.dhash(img, 16) (slower reference path)")
     keep: Literal["largest", "first", "best_quality"] = "largest"

@@ -92,44 +92,40 @@ def candidate_edges(dh: list[str | None], crops: list[list[str]], low: list[bool
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Edges (i, j, distance, via_crop) between rows that are near-duplicates.
 
-    Full hashes match within `threshold`; a full hash matches another image's crop hash within
-    `crop_threshold`. Low-information and unhashable rows take part in no edge.
+    Full hashes match within `threshold` (a self-join); a full hash matches another image's
+    crop hashes within `crop_threshold` (a join of full hashes against all crop hashes; crop
+    against crop is never compared). Low-information and unhashable rows take part in no edge.
     """
-    from datakit.dedup.index import near_pairs, pack_hex
+    from datakit.dedup.index import cross_pairs, near_pairs, pack_hex
 
-    owners: list[int] = []
-    is_crop: list[bool] = []
-    hexes: list[str] = []
-    for r, h in enumerate(dh):
-        if h is None or low[r]:
-            continue
-        owners.append(r)
-        is_crop.append(False)
-        hexes.append(h)
-        for c in crops[r]:
-            owners.append(r)
-            is_crop.append(True)
-            hexes.append(c)
+    rows = [r for r, h in enumerate(dh) if h is not None and not low[r]]
     empty = np.array([], dtype=np.int64)
-    if len(hexes) < 2:
+    if len(rows) < 2:
         return empty, empty, empty, np.array([], dtype=bool)
-    own = np.array(owners, dtype=np.int64)
-    crop = np.array(is_crop, dtype=bool)
-    radius = max(params.threshold, params.crop_threshold if params.crops else 0)
-    i, j, d = near_pairs(pack_hex(hexes), radius)
-    a, b = own[i], own[j]
-    ca, cb = crop[i], crop[j]
-    full = ~ca & ~cb
-    mixed = ca ^ cb
-    ok = (a != b) & ((full & (d <= params.threshold)) | (mixed & (d <= params.crop_threshold)))
-    a, b, d, via = a[ok], b[ok], d[ok], mixed[ok]
+    own = np.array(rows, dtype=np.int64)
+    full = pack_hex([dh[r] for r in rows])  # type: ignore[misc]
+    fi, fj, fd = near_pairs(full, params.threshold)
+    parts_a, parts_b, parts_d, parts_v = [own[fi]], [own[fj]], [fd.astype(np.int64)], [np.zeros(len(fi), dtype=bool)]
+    if params.crops:
+        crop_owner = [r for r in rows for _ in crops[r]]
+        crop_hex = [c for r in rows for c in crops[r]]
+        if crop_hex:
+            ci, cj, cd = cross_pairs(full, pack_hex(crop_hex), params.crop_threshold)
+            a, b = own[ci], np.array(crop_owner, dtype=np.int64)[cj]
+            keep = a != b
+            parts_a.append(a[keep])
+            parts_b.append(b[keep])
+            parts_d.append(cd[keep].astype(np.int64))
+            parts_v.append(np.ones(int(keep.sum()), dtype=bool))
+    a, b = np.concatenate(parts_a), np.concatenate(parts_b)
+    d, via = np.concatenate(parts_d), np.concatenate(parts_v)
     lo, hi = np.minimum(a, b), np.maximum(a, b)
     # one edge per row pair: the smallest distance (full-image match preferred on ties)
     order = np.lexsort((via, d, hi, lo))
     lo, hi, d, via = lo[order], hi[order], d[order], via[order]
     first = np.ones(len(lo), dtype=bool)
     first[1:] = (lo[1:] != lo[:-1]) | (hi[1:] != hi[:-1])
-    return lo[first], hi[first], d[first].astype(np.int64), via[first]
+    return lo[first], hi[first], d[first], via[first]
 
 
 def run(df: pd.DataFrame, params: DedupParams, *, root: Path, input_dir: Path | None = None,

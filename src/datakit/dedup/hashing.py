@@ -1,0 +1,539 @@
+"""Perceptual hashes for `datakit dedup`: a 256-bit dhash per image plus crop hashes.
+
+The reference definition is imagehash's difference hash with ``hash_size=16`` computed on the
+*normalised* image (EXIF orientation applied, 8-bit RGB, alpha on white, 16-bit scaled:
+reliability.md IMG-07/09/10), written as imagehash writes it: 64 hex characters, row-major,
+most significant bit first. `hash_bytes(data, exact=True)` reproduces
+``str(imagehash.dhash(datakit.images.decode(data), hash_size=16))`` bit for bit.
+
+The default path is cheaper for JPEG: libjpeg decodes the luma plane only, at a DCT-reduced
+scale (Pillow's ``draft``, 1/2 to 1/8, keeping both sides >= `WORK_SIDE`); every entropy-coded
+byte is still read, so truncated and corrupt files are still refused. The 17x16 grid is
+resampled from that small *working image* with the Lanczos-3 filter imagehash uses (Pillow's
+``LANCZOS``), as two matrix products, over the exact sub-pixel extent of the picture (DCT
+scaling rounds sizes up), with the EXIF orientation applied to the small array. It moves the
+hash by ~1.5-2 bits on average (p99 5-6) against the reference; on the quality benchmark it is
+within 1 point of the reference at the default radii, not at small radii (PNG<->JPEG copies
+lose ~5 points at radius 10), so the radius and the path go together. Other formats (PNG,
+WebP, GIF) and JPEGs that are not plain YCbCr/greyscale (CMYK, YCCK) take the reference
+decode on both paths.
+
+dhash does not survive crops: a 2-8 % crop shifts the 17x16 grid by about a third of a cell
+and moves ~50 of the 256 bits. The crop-robust signal is a few more dhashes of sub-boxes of
+the same working image (`CROP_BOXES`, fractions of the width and height): if B is A with a few
+percent cut from its sides, B's full hash is close to the hash of A's sub-box that best matches
+the cut. `pair_distance` compares full against full within `DEFAULT_RADIUS`, and a full hash
+against the other image's crop hashes within `DEFAULT_CROP_RADIUS`. The crop set and both
+radii were chosen on `bench/dedup_quality.py` (its output prints the trade-off table).
+
+Degenerate images (near-uniform placeholders, images with a shorter side below 32 px, hashes
+with almost no informative bits) are flagged ``low_information``: their hashes collide across
+unrelated content, so grouping leaves them out of near-duplicate matching (IMG-11).
+
+Every path goes through `datakit.images`: the magic-byte allow-list and the pixel cap before any
+pixel is decoded, a complete decode of the first frame, and the same handling of broken EXIF.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import multiprocessing as mp
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from datakit.images import ImageLimits, ImageRejected, decode
+from datakit.images import _load as _load_pixels  # the shared complete-decode step (truncation -> ImageRejected)
+from datakit.images import _open as _open_checked  # allow-list and pixel cap, header only
+from datakit.images import _orientation as _exif_orientation  # broken EXIF counts as 1 (IMG-08)
+
+__all__ = [
+    "CROP_BOXES",
+    "DEFAULT_CROP_RADIUS",
+    "DEFAULT_RADIUS",
+    "HASH_BITS",
+    "HashResult",
+    "HashSettings",
+    "crop_distance",
+    "full_distance",
+    "hamming",
+    "hash_bytes",
+    "hash_image",
+    "hash_paths",
+    "is_near",
+    "pair_distance",
+]
+
+HASH_SIZE = 16
+"""imagehash's ``hash_size``: a 17x16 grey grid, 16x16 = 256 horizontal-gradient bits."""
+HASH_BITS = HASH_SIZE * HASH_SIZE
+HEX_CHARS = HASH_BITS // 4
+_GRID_W, _GRID_H = HASH_SIZE + 1, HASH_SIZE
+
+Box = tuple[float, float, float, float]
+"""(left, top, right, bottom) as fractions of the image's width and height."""
+
+# Crop boxes. A copy cut by up to 8 % along an axis, split at random between the two sides,
+# is the original's span [a, 1 - b] with a, b >= 0 and a + b <= 0.08. Three spans per axis,
+# [0.02, 0.98], [0.06, 0.98] and [0.02, 0.94], put every such cut within 0.02 of one of them at
+# both ends (a, b <= 0.04: the first; a > 0.04: the second; b > 0.04: the third); cuts below
+# ~2 % are also close to the full image. The boxes are the product of the x and y spans (9).
+_AXIS_SPANS: tuple[tuple[float, float], ...] = ((0.02, 0.98), (0.06, 0.98), (0.02, 0.94))
+
+
+def _product_boxes(spans: Sequence[tuple[float, float]]) -> tuple[Box, ...]:
+    """Every (x span, y span) pair as a box, the whole image left out."""
+    return tuple((x0, y0, x1, y1) for (x0, x1) in spans for (y0, y1) in spans
+                 if (x0, y0, x1, y1) != (0.0, 0.0, 1.0, 1.0))
+
+
+CROP_BOXES: tuple[Box, ...] = _product_boxes(_AXIS_SPANS)
+"""Sub-boxes hashed beside the full image (fractions of width and height)."""
+
+DEFAULT_RADIUS = 28
+"""Hamming radius (of 256 bits) for full-image near-duplicates. bench/dedup_quality.py: the
+smallest radius with recall >= 0.95 on resized, re-encoded (q 30-90), brightened (+-20 %),
+captioned and PNG<->JPEG copies; 1 false pair in 8.8 million unrelated pairs there."""
+DEFAULT_CROP_RADIUS = 24
+"""Hamming radius between one image's full hash and another image's crop hashes: crop recall
+>= 0.8 on 2-8 % crops; 4 false pairs in 8.8 million there (28 gives 62: too many)."""
+
+WORK_SIDE = 64
+"""Shorter side (px) the working image keeps at least: the DCT scale (1/2..1/8) and any further
+box reduction stop there (a 0.2 MP photo is decoded at 1/4, ~135x100)."""
+LOW_INFO_MIN_SIDE = 32
+"""Images whose shorter side is below this are `low_information` (icons, tracking pixels)."""
+LOW_INFO_RANGE = 8.0
+"""Grey-level range (max - min) of the 17x16 grid below which the picture counts as uniform."""
+LOW_INFO_STRONG_CELLS = 12
+"""Fewer grid gradients of at least `_STRONG_STEP` grey levels than this: no usable structure."""
+_STRONG_STEP = 2.0
+
+
+@dataclass(frozen=True)
+class HashSettings:
+    """Knobs of the hash (the defaults are the tuned ones; the benchmarks try others)."""
+
+    work_side: int = WORK_SIDE
+    crop_boxes: tuple[Box, ...] = CROP_BOXES
+
+
+DEFAULT_SETTINGS = HashSettings()
+_DEFAULT_LIMITS = ImageLimits()
+
+
+@dataclass
+class HashResult:
+    """The hashes of one image.
+
+    Attributes:
+        dhash: 64 hex characters, imagehash's ``str(dhash(img, 16))`` format.
+        crops: one hash per `CROP_BOXES` entry, same format.
+        low_information: uniform, tiny or structure-less: match by exact bytes only.
+    """
+
+    dhash: str
+    crops: list[str] = field(default_factory=list)
+    low_information: bool = False
+
+
+# --------------------------------------------------------------------------------------------
+# resampling: Pillow's Lanczos-3 as matrices, so a full grid and all crop grids cost two
+# batched matrix products on the working image
+
+
+def _lanczos3(t: np.ndarray) -> np.ndarray:
+    """sinc(t) * sinc(t / 3) for |t| < 3, else 0, with one sine: for u = pi * t / 3,
+    sin(3u) = sin(u) * (3 - 4 sin(u)^2), so the product is sin(u)^2 (3 - 4 sin(u)^2) / (3 u^2)."""
+    u = t * np.float32(np.pi / 3.0)
+    s2 = np.sin(u) ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = s2 * (3.0 - 4.0 * s2) / (3.0 * u * u)
+    w[u == 0] = 1.0
+    w[np.abs(t) >= 3.0] = 0.0
+    return w
+
+
+@lru_cache(maxsize=1024)
+def _axis_weights(n_in: int, lo: float, hi: float, spans: tuple[tuple[float, float], ...], n_out: int) -> np.ndarray:
+    """Weights (len(spans) * n_out, n_in) resampling [lo + f0 * (hi - lo), lo + f1 * (hi - lo)]
+    of an axis of `n_in` pixels to `n_out` samples, as Pillow's resize(box=...) with LANCZOS
+    does: sample centres at (i + 0.5) * scale, the filter widened by the reduction, weights
+    normalised over the pixels inside the image. Cached: picture sizes repeat in a dataset."""
+    f = np.asarray(spans, dtype=np.float64)
+    start = lo + f[:, 0] * (hi - lo)
+    scale = (f[:, 1] - f[:, 0]) * (hi - lo) / n_out
+    inv_widen = 1.0 / np.maximum(scale, 1.0)
+    centres = start[:, None] + (np.arange(n_out) + 0.5) * scale[:, None]
+    t = ((np.arange(n_in) + 0.5)[None, None, :] - centres[:, :, None]) * inv_widen[:, None, None]
+    w = _lanczos3(t.astype(np.float32))
+    total = w.sum(axis=-1, keepdims=True)
+    total[total == 0] = 1.0
+    w /= total
+    out = np.ascontiguousarray(w.reshape(len(spans) * n_out, n_in))
+    out.setflags(write=False)
+    return out
+
+
+@lru_cache(maxsize=1024)
+def _axis_weights_t(n_in: int, lo: float, hi: float, spans: tuple[tuple[float, float], ...], n_out: int) -> np.ndarray:
+    """`_axis_weights` transposed and contiguous (the right-hand factor of the product)."""
+    out = np.ascontiguousarray(_axis_weights(n_in, lo, hi, spans, n_out).T)
+    out.setflags(write=False)
+    return out
+
+
+@lru_cache(maxsize=64)
+def _plan(boxes: tuple[Box, ...]) -> tuple[tuple[tuple[float, float], ...], tuple[tuple[float, float], ...], np.ndarray, np.ndarray]:
+    """The distinct x spans and y spans of `boxes`, and each box's index into them."""
+    xs = tuple(sorted({(b[0], b[2]) for b in boxes}))
+    ys = tuple(sorted({(b[1], b[3]) for b in boxes}))
+    xi = np.array([xs.index((b[0], b[2])) for b in boxes])
+    yi = np.array([ys.index((b[1], b[3])) for b in boxes])
+    return xs, ys, xi, yi
+
+
+def _grids(arr: np.ndarray, box: tuple[float, float, float, float], boxes: tuple[Box, ...]) -> np.ndarray:
+    """The 17x16 grey grids (len(boxes), 16, 17) of `boxes` (fractions of `box`, the extent of
+    the whole picture in `arr`'s pixel coordinates), rounded like an 8-bit resize.
+
+    The boxes' distinct x spans and y spans are resampled together: one product with all y
+    weights, one with all x weights, then the wanted (y span, x span) blocks are picked. Crop
+    sets built as a product of per-axis spans cost about as much as two or three full grids."""
+    h, w = arr.shape
+    xs, ys, xi, yi = _plan(boxes)
+    wy = _axis_weights(h, box[1], box[3], ys, _GRID_H)
+    wxt = _axis_weights_t(w, box[0], box[2], xs, _GRID_W)
+    every = np.rint((wy @ arr) @ wxt).reshape(len(ys), _GRID_H, len(xs), _GRID_W)
+    return every[yi, :, xi, :]
+
+
+def _bits_hex(grids: np.ndarray) -> list[str]:
+    """dhash bits (left pixel < right pixel) of each grid, as imagehash's hex strings."""
+    bits = grids[..., 1:] > grids[..., :-1]
+    text = np.packbits(bits).tobytes().hex()
+    return [text[i:i + HEX_CHARS] for i in range(0, len(text), HEX_CHARS)]
+
+
+# --------------------------------------------------------------------------------------------
+# orientation on a small array, keeping track of where the original image lies in it
+
+
+Extent = tuple[float, float, float, float]
+
+
+def _flip_x(arr: np.ndarray, box: Extent) -> tuple[np.ndarray, Extent]:
+    w = arr.shape[1]
+    return arr[:, ::-1], (w - box[2], box[1], w - box[0], box[3])
+
+
+def _flip_y(arr: np.ndarray, box: Extent) -> tuple[np.ndarray, Extent]:
+    h = arr.shape[0]
+    return arr[::-1, :], (box[0], h - box[3], box[2], h - box[1])
+
+
+def _swap(arr: np.ndarray, box: Extent) -> tuple[np.ndarray, Extent]:
+    return arr.T, (box[1], box[0], box[3], box[2])
+
+
+# EXIF orientation -> the steps that show the picture upright (as Pillow's exif_transpose)
+_ORIENT_STEPS = {
+    1: (),
+    2: (_flip_x,),
+    3: (_flip_x, _flip_y),
+    4: (_flip_y,),
+    5: (_swap,),
+    6: (_swap, _flip_x),
+    7: (_swap, _flip_x, _flip_y),
+    8: (_swap, _flip_y),
+}
+
+
+def _orient(arr: np.ndarray, box: Extent, orientation: int) -> tuple[np.ndarray, Extent]:
+    """Turn a small array upright; `box` (where the whole picture lies in it: DCT scaling and
+    box reduction round sizes up) follows the pixels."""
+    for step in _ORIENT_STEPS.get(orientation, ()):
+        arr, box = step(arr, box)
+    return np.ascontiguousarray(arr), box
+
+
+# --------------------------------------------------------------------------------------------
+# decoding to the working image
+
+
+def _dct_scale(width: int, height: int, side: int) -> int:
+    """The largest DCT scale (1, 2, 4 or 8) keeping both decoded sides >= `side`."""
+    fit = min(width // side, height // side)
+    return 8 if fit >= 8 else 4 if fit >= 4 else 2 if fit >= 2 else 1
+
+
+@dataclass
+class _Decoded:
+    """What the hashes are computed from."""
+
+    work: np.ndarray  # float32 grey working image, upright
+    box: Extent  # where the whole picture lies in `work` (pixel coordinates)
+    size: tuple[int, int]  # (width, height) of the upright original
+    exact_grid: np.ndarray | None  # imagehash's own 16x17 grid (reference path only)
+
+
+def _working(grey: Image.Image, box: Extent, side: int) -> tuple[np.ndarray, Extent]:
+    """Box-reduce by the largest integer factor keeping both sides >= `side` (large pictures
+    only: the DCT stops at 1/8); float32 pixels and the scaled extent."""
+    step = max(1, min(grey.width // side, grey.height // side))
+    if step > 1:
+        grey = grey.reduce(step)
+        box = (box[0] / step, box[1] / step, box[2] / step, box[3] / step)
+    return np.asarray(grey, dtype=np.float32), box
+
+
+def _decode_fast_jpeg(im: Image.Image, side: int) -> _Decoded:
+    """Luma only at a DCT-reduced scale; orientation applied to the small array."""
+    orientation = _exif_orientation(im)
+    width, height = im.size
+    dct = _dct_scale(width, height, side)
+    box: Extent = (0.0, 0.0, float(width), float(height))
+    if dct > 1:
+        drafted = im.draft("L", (width // dct, height // dct))
+        if drafted is not None:  # (mode, (0, 0, width / scale, height / scale))
+            box = (0.0, 0.0, float(drafted[1][2]), float(drafted[1][3]))
+    _load_pixels(im)
+    grey = im if im.mode == "L" else im.convert("L")
+    arr, box = _working(grey, box, side)
+    arr, box = _orient(arr, box, orientation)
+    upright = (height, width) if orientation >= 5 else (width, height)
+    return _Decoded(arr, box, upright, None)
+
+
+def _decode_reference(grey: Image.Image, side: int) -> _Decoded:
+    """imagehash's grid from the full normalised grey image, plus the working image made as on
+    the fast path (a 1/2..1/8 box reduction standing in for the DCT scaling, then the rest)."""
+    width, height = grey.size
+    exact = np.asarray(grey.resize((_GRID_W, _GRID_H), Image.Resampling.LANCZOS), dtype=np.float32)
+    dct = _dct_scale(width, height, side)
+    box: Extent = (0.0, 0.0, float(width), float(height))
+    if dct > 1:
+        grey = grey.reduce(dct)
+        box = (0.0, 0.0, width / dct, height / dct)
+    arr, box = _working(grey, box, side)
+    return _Decoded(arr, box, (width, height), exact[None])
+
+
+def _decode(data: bytes, exact: bool, limits: ImageLimits, side: int) -> _Decoded:
+    if not data:
+        raise ImageRejected("empty", "0 bytes")
+    if not exact:
+        im = _open_checked(data, limits)
+        if im.format == "JPEG" and im.mode in ("RGB", "L"):
+            try:
+                return _decode_fast_jpeg(im, side)
+            except ImageRejected:
+                raise
+            except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
+                raise ImageRejected("decode_error", f"{type(exc).__name__}: {exc}") from exc
+    return _decode_reference(decode(data, limits).convert("L"), side)
+
+
+# --------------------------------------------------------------------------------------------
+# the public API
+
+
+def _is_low_information(size: tuple[int, int], grid: np.ndarray) -> bool:
+    """Tiny, near-uniform, or with too few clear gradients for the bits to mean anything."""
+    if min(size) < LOW_INFO_MIN_SIDE:
+        return True
+    if float(grid.max() - grid.min()) < LOW_INFO_RANGE:
+        return True
+    strong = np.abs(grid[:, 1:] - grid[:, :-1]) >= _STRONG_STEP
+    return int(np.count_nonzero(strong)) < LOW_INFO_STRONG_CELLS
+
+
+_FULL: Box = (0.0, 0.0, 1.0, 1.0)
+
+
+def _result(dec: _Decoded, settings: HashSettings) -> HashResult:
+    if dec.exact_grid is not None:
+        grids = _grids(dec.work, dec.box, tuple(settings.crop_boxes)) if settings.crop_boxes else dec.exact_grid[:0]
+        grids = np.concatenate([dec.exact_grid, grids])
+    else:
+        grids = _grids(dec.work, dec.box, (_FULL, *settings.crop_boxes))
+    hexes = _bits_hex(grids)
+    return HashResult(hexes[0], hexes[1:], _is_low_information(dec.size, grids[0]))
+
+
+def hash_bytes(data: bytes, *, exact: bool = False, limits: ImageLimits = _DEFAULT_LIMITS,
+               settings: HashSettings = DEFAULT_SETTINGS) -> HashResult:
+    """Hash one encoded image.
+
+    Args:
+        data: the file's bytes (JPEG, PNG, WebP or GIF; the first frame of animations).
+        exact: the reference path: the full safe decode, then imagehash's dhash bit for bit.
+            The default decodes JPEG luma at a DCT-reduced scale (a few bits away, ~3-4x cheaper).
+        limits: the allow-list and pixel cap (`datakit.images.ImageLimits`).
+        settings: hash knobs (benchmarks only; the defaults are the tuned ones).
+
+    Returns:
+        The full-image hash, the crop hashes (one per `settings.crop_boxes`) and the
+        low-information flag.
+
+    Raises:
+        ImageRejected: the bytes are not an allowed, decodable image (reason codes as
+            `datakit.images.check_bytes`).
+    """
+    return _result(_decode(data, exact, limits, settings.work_side), settings)
+
+
+def hash_image(im: Image.Image, *, settings: HashSettings = DEFAULT_SETTINGS) -> HashResult:
+    """Hash a picture already decoded by `datakit.images.decode` (the reference path)."""
+    return _result(_decode_reference(im.convert("L"), settings.work_side), settings)
+
+
+def hamming(a: str, b: str) -> int:
+    """Bits that differ between two hex hashes of equal length."""
+    return (int(a, 16) ^ int(b, 16)).bit_count()
+
+
+def full_distance(a: HashResult, b: HashResult) -> int:
+    """Hamming distance between the two full-image hashes."""
+    return hamming(a.dhash, b.dhash)
+
+
+def crop_distance(a: HashResult, b: HashResult) -> int:
+    """Smallest distance between one image's full hash and the other's crop hashes (either way);
+    `HASH_BITS + 1` when neither carries crop hashes."""
+    fa, fb = int(a.dhash, 16), int(b.dhash, 16)
+    best = HASH_BITS + 1
+    for c in b.crops:
+        best = min(best, (fa ^ int(c, 16)).bit_count())
+    for c in a.crops:
+        best = min(best, (fb ^ int(c, 16)).bit_count())
+    return best
+
+
+def pair_distance(a: HashResult, b: HashResult, *, radius: int = DEFAULT_RADIUS,
+                  crop_radius: int = DEFAULT_CROP_RADIUS) -> tuple[int, str]:
+    """The distance that decides whether two images are near-duplicates, and which signal gave it.
+
+    Returns ``(d, "full")`` when the full hashes are within `radius` (or when the crop signal
+    does not match either: then ``d`` is the full distance and exceeds `radius`), and
+    ``(d, "crop")`` when only a full-vs-crop distance is within `crop_radius`. So the pair
+    matches iff ``d <= (radius if via == "full" else crop_radius)`` (see `is_near`).
+    """
+    full = full_distance(a, b)
+    if full <= radius:
+        return full, "full"
+    crop = crop_distance(a, b)
+    if crop <= crop_radius:
+        return crop, "crop"
+    return full, "full"
+
+
+def is_near(a: HashResult, b: HashResult, *, radius: int = DEFAULT_RADIUS,
+            crop_radius: int = DEFAULT_CROP_RADIUS) -> bool:
+    """Whether `pair_distance` calls the two images near-duplicates."""
+    d, via = pair_distance(a, b, radius=radius, crop_radius=crop_radius)
+    return d <= (radius if via == "full" else crop_radius)
+
+
+# --------------------------------------------------------------------------------------------
+# many files: a process pool over chunks
+
+_CHUNK = 64
+
+
+def _read_and_hash(path: Path, exact: bool, limits: ImageLimits, settings: HashSettings) -> HashResult | ImageRejected:
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return ImageRejected("missing_file", str(path))
+    except OSError as exc:
+        return ImageRejected("decode_error", f"cannot read {path}: {type(exc).__name__}")
+    try:
+        return hash_bytes(data, exact=exact, limits=limits, settings=settings)
+    except ImageRejected as exc:
+        return exc
+
+
+# Exceptions pickle through their args, which ImageRejected does not keep apart: ship the pieces.
+_Shipped = HashResult | tuple[str, str]
+
+
+def _hash_chunk(paths: list[str], exact: bool, limits: ImageLimits, settings: HashSettings) -> list[_Shipped]:
+    out: list[_Shipped] = []
+    for p in paths:
+        res = _read_and_hash(Path(p), exact, limits, settings)
+        out.append((res.reason, res.detail) if isinstance(res, ImageRejected) else res)
+    return out
+
+
+def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
+    """The hashes are many tiny matrix products: a threaded BLAS only adds hand-offs (and
+    competes with the other worker processes), so it is held to one thread while hashing."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+_worker_limits: contextlib.AbstractContextManager[Any] | None = None
+
+
+def _init_worker() -> None:
+    global _worker_limits
+    _worker_limits = _one_blas_thread()
+
+
+def _pool_context() -> mp.context.BaseContext:
+    """forkserver where there is one (no fork of a possibly threaded parent; workers fork from a
+    server that has already imported this module, so they start in milliseconds), else spawn."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
+        return ctx
+    return mp.get_context("spawn")
+
+
+def _cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def hash_paths(paths: Sequence[Path], *, exact: bool = False, workers: int = 0,
+               limits: ImageLimits = _DEFAULT_LIMITS, settings: HashSettings = DEFAULT_SETTINGS
+               ) -> list[HashResult | ImageRejected]:
+    """Hash files, in input order; an unreadable or undecodable file gives its `ImageRejected`.
+
+    Args:
+        paths: image files.
+        exact: the reference path (see `hash_bytes`).
+        workers: processes; 0 = one per available core, 1 = in this process.
+        limits: decode limits.
+        settings: hash knobs (benchmarks only).
+    """
+    paths = [Path(p) for p in paths]
+    n_workers = min(_cores() if workers <= 0 else workers, len(paths))
+    if n_workers <= 1:
+        with _one_blas_thread():
+            return [_read_and_hash(p, exact, limits, settings) for p in paths]
+    # about four chunks per worker at least (large pictures), at most _CHUNK files per chunk
+    size = max(1, min(_CHUNK, math.ceil(len(paths) / (4 * n_workers))))
+    chunks = [[str(p) for p in paths[i:i + size]] for i in range(0, len(paths), size)]
+    ctx = _pool_context()
+    results: list[HashResult | ImageRejected] = []
+    with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx, initializer=_init_worker) as pool:
+        futures = [pool.submit(_hash_chunk, chunk, exact, limits, settings) for chunk in chunks]
+        for fut in futures:
+            for item in fut.result():
+                results.append(ImageRejected(item[0], item[1]) if isinstance(item, tuple) else item)
+    return results
