@@ -20,7 +20,9 @@ demo: venv
 	$(BIN)/datakit scrape --provider synthetic --params pipelines/demo/params.yaml \
 	    --out demo-out/scrape --report demo-out/reports/scrape.json
 	$(BIN)/datakit verify demo-out/scrape
-	@echo "demo: manifest at demo-out/scrape/manifest.parquet, figures at demo-out/reports/scrape.json"
+	$(BIN)/datakit dedup demo-out/scrape --params pipelines/demo/params.yaml \
+	    --out demo-out/dedup --report demo-out/reports/dedup.json
+	@echo "demo: manifests in demo-out/scrape and demo-out/dedup, duplicate gallery demo-out/dedup/gallery.html, figures in demo-out/reports/"
 
 test: venv
 	DVC_NO_ANALYTICS=1 $(BIN)/python -m pytest

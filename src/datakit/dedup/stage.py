@@ -1,0 +1,260 @@
+"""The dedup stage: exact and near-duplicates, the kept copy of each group, label conflicts.
+
+Per image, then per dataset (house style 6): a pure hash per image (`hashing.py`), candidate
+pairs from a multi-index search within a Hamming radius (`index.py`), connected components and
+the keep / conflict policies (`grouping.py`). Decisions are columns, never deletions:
+
+| column | meaning |
+|---|---|
+| `dhash` | 256-bit dhash (hex, imagehash's format) of the normalised image |
+| `dhash_crops` | dhashes of central crops (the crop-robust signal) |
+| `low_information` | uniform / tiny image: never near-matched (it would chain unrelated images) |
+| `dup_group` | group id: the smallest `image_id` of the group (every row has one) |
+| `dup_of` | the kept image this row duplicates (null for kept rows and dropped conflict groups) |
+| `dup_distance` | Hamming distance to `dup_of` (0 for exact copies) |
+| `keep` | False when the row is a duplicate, in a dropped conflict group, or undecodable |
+| `dedup_reason` | why kept (`unique`, `largest of 3`, ...) or why not (`duplicate`, `label_conflict`, ...) |
+| `label_conflict` | the group's members carry different labels |
+| `conflict_labels` | those labels, `|`-joined |
+| `against_dup` | with `--against`: the image of the other dataset this row duplicates |
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from datakit.dedup.grouping import components, decide
+from datakit.errors import DatakitError, ManifestError, ParamsError
+from datakit.manifest import FAILURES, find_project_root, read_table, resolve
+from datakit.params import DedupParams
+
+DEDUP_COLUMNS = ["dhash", "dhash_crops", "low_information", "dup_group", "dup_of", "dup_distance", "keep",
+                 "dedup_reason", "label_conflict", "conflict_labels", "against_dup"]
+
+
+@dataclass
+class DedupResult:
+    manifest: pd.DataFrame
+    report: dict[str, Any]
+    pairs: pd.DataFrame  # (a, b, distance, via) for every accepted edge, for the gallery
+    conflict_groups: list[str] = field(default_factory=list)
+
+
+def _extra_labels(input_dir: Path | None, df: pd.DataFrame) -> dict[int, set[str]]:
+    """Labels the same bytes carried under other queries (scrape's duplicate_bytes rows)."""
+    if input_dir is None or not (input_dir / FAILURES).exists():
+        return {}
+    fails = read_table(input_dir / FAILURES, "failures table")
+    if "reason" not in fails.columns or "image_id" not in fails.columns:
+        return {}
+    dup = fails[(fails["reason"] == "duplicate_bytes") & fails["image_id"].notna()]
+    row_of = {iid: i for i, iid in enumerate(df["image_id"])}
+    out: dict[int, set[str]] = {}
+    for iid, label in zip(dup["image_id"], dup["label"], strict=True):
+        r = row_of.get(iid)
+        if r is not None and isinstance(label, str) and label != df["label"].iat[r]:
+            out.setdefault(r, set()).add(label)
+    return out
+
+
+def hash_manifest(df: pd.DataFrame, root: Path, params: DedupParams) -> tuple[list[str | None], list[list[str]], list[bool], list[str | None]]:
+    """Hash every row's image. Returns dhash, crops, low_information, and an error per row."""
+    from datakit.dedup.hashing import hash_paths
+    from datakit.images import ImageRejected
+
+    paths = [resolve(root, p) for p in df["path"]]
+    results = hash_paths(paths, exact=params.exact, workers=params.workers)
+    dh: list[str | None] = []
+    crops: list[list[str]] = []
+    low: list[bool] = []
+    errors: list[str | None] = []
+    for res in results:
+        if isinstance(res, ImageRejected):
+            dh.append(None)
+            crops.append([])
+            low.append(False)
+            errors.append(res.reason)
+        else:
+            dh.append(res.dhash)
+            crops.append(list(res.crops) if params.crops else [])
+            low.append(bool(res.low_information))
+            errors.append(None)
+    return dh, crops, low, errors
+
+
+def candidate_edges(dh: list[str | None], crops: list[list[str]], low: list[bool], params: DedupParams
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Edges (i, j, distance, via_crop) between rows that are near-duplicates.
+
+    Full hashes match within `threshold` (a self-join); a full hash matches another image's
+    crop hashes within `crop_threshold` (a join of full hashes against all crop hashes; crop
+    against crop is never compared). Low-information and unhashable rows take part in no edge.
+    """
+    from datakit.dedup.index import cross_pairs, near_pairs, pack_hex
+
+    rows = [r for r, h in enumerate(dh) if h is not None and not low[r]]
+    empty = np.array([], dtype=np.int64)
+    if len(rows) < 2:
+        return empty, empty, empty, np.array([], dtype=bool)
+    own = np.array(rows, dtype=np.int64)
+    full = pack_hex([dh[r] for r in rows])  # type: ignore[misc]
+    fi, fj, fd = near_pairs(full, params.threshold)
+    parts_a, parts_b, parts_d, parts_v = [own[fi]], [own[fj]], [fd.astype(np.int64)], [np.zeros(len(fi), dtype=bool)]
+    if params.crops:
+        crop_owner = [r for r in rows for _ in crops[r]]
+        crop_hex = [c for r in rows for c in crops[r]]
+        if crop_hex:
+            ci, cj, cd = cross_pairs(full, pack_hex(crop_hex), params.crop_threshold)
+            a, b = own[ci], np.array(crop_owner, dtype=np.int64)[cj]
+            keep = a != b
+            parts_a.append(a[keep])
+            parts_b.append(b[keep])
+            parts_d.append(cd[keep].astype(np.int64))
+            parts_v.append(np.ones(int(keep.sum()), dtype=bool))
+    a, b = np.concatenate(parts_a), np.concatenate(parts_b)
+    d, via = np.concatenate(parts_d), np.concatenate(parts_v)
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    # one edge per row pair: the smallest distance (full-image match preferred on ties)
+    order = np.lexsort((via, d, hi, lo))
+    lo, hi, d, via = lo[order], hi[order], d[order], via[order]
+    first = np.ones(len(lo), dtype=bool)
+    first[1:] = (lo[1:] != lo[:-1]) | (hi[1:] != hi[:-1])
+    return lo[first], hi[first], d[first], via[first]
+
+
+def run(df: pd.DataFrame, params: DedupParams, *, root: Path, input_dir: Path | None = None,
+        against: pd.DataFrame | None = None, hashes: tuple[Any, ...] | None = None) -> DedupResult:
+    """The dedup stage over a manifest (`root`: what `path`s are relative to).
+
+    Args:
+        against: another dataset's dedup manifest (its `dhash` column is used as is): rows of
+            `df` within `threshold` of one of its images are marked `keep=False`,
+            `dedup_reason="in_against"`, `against_dup=<its image_id>`.
+        hashes: precomputed (dhash, crops, low, errors), for tests and re-use.
+    """
+    if "embedding" in params.signals:
+        raise ParamsError("dedup.signals: 'embedding' needs `datakit embed` (not available yet); use [dhash]")
+    for col in ("image_id", "path", "label", "width", "height", "bytes"):
+        if col not in df.columns:
+            raise ManifestError(f"dedup input manifest lacks the column {col!r}")
+    t0 = time.monotonic()
+    df = df.reset_index(drop=True).copy()
+    dh, crops, low, errors = hashes if hashes is not None else hash_manifest(df, root, params)
+    t_hash = time.monotonic() - t0
+    i, j, d, via = candidate_edges(dh, crops, low, params)
+    roots = components(len(df), i, j)
+    extra = _extra_labels(input_dir, df)
+    decisions = decide(
+        df["image_id"].tolist(), df["label"].tolist(), df["width"].tolist(), df["height"].tolist(),
+        df["bytes"].tolist(), roots, keep=params.keep, conflicts=params.conflicts, extra_labels=extra,
+    )
+    dist_to: dict[tuple[int, int], int] = {}
+    for a, b, dist in zip(i.tolist(), j.tolist(), d.tolist(), strict=True):
+        dist_to[(a, b)] = dist
+        dist_to[(b, a)] = dist
+    row_of = {iid: r for r, iid in enumerate(df["image_id"])}
+    df["dhash"] = dh
+    df["dhash_crops"] = crops
+    df["low_information"] = low
+    df["dup_group"] = [x.group for x in decisions]
+    df["dup_of"] = [x.dup_of for x in decisions]
+    df["dup_distance"] = [
+        (dist_to.get((r, row_of[x.dup_of])) if x.dup_of is not None else None) for r, x in enumerate(decisions)
+    ]
+    df["keep"] = [x.keep for x in decisions]
+    df["dedup_reason"] = [x.reason for x in decisions]
+    df["label_conflict"] = [x.label_conflict for x in decisions]
+    df["conflict_labels"] = [x.conflict_labels for x in decisions]
+    for r, err in enumerate(errors):
+        if err is not None:
+            df.at[r, "keep"] = False
+            df.at[r, "dedup_reason"] = f"undecodable:{err}"
+    df["against_dup"] = None
+    n_against = 0
+    if against is not None:
+        n_against = _mark_against(df, against, params)
+    pairs = pd.DataFrame({"a": df["image_id"].to_numpy()[i] if len(i) else [], "b": df["image_id"].to_numpy()[j] if len(j) else [],
+                          "distance": d, "via": np.where(via, "crop", "full") if len(via) else []})
+    report = _report(df, params, pairs, t_hash, time.monotonic() - t0, n_against)
+    conflicts = sorted(set(df.loc[df["label_conflict"], "dup_group"]))
+    return DedupResult(df, report, pairs, conflicts)
+
+
+def _mark_against(df: pd.DataFrame, against: pd.DataFrame, params: DedupParams) -> int:
+    from datakit.dedup.index import cross_pairs, pack_hex
+
+    if "dhash" not in against.columns:
+        raise ManifestError("--against needs a dedup output (its manifest has no dhash column); run datakit dedup on it first")
+    old = against[against["dhash"].notna()]
+    new_rows = [r for r in range(len(df)) if isinstance(df.at[r, "dhash"], str) and not df.at[r, "low_information"]]
+    if not new_rows or not len(old):
+        return 0
+    ni, oj, dist = cross_pairs(pack_hex([df.at[r, "dhash"] for r in new_rows]), pack_hex(old["dhash"].tolist()), params.threshold)
+    old_ids = old["image_id"].tolist()
+    best: dict[int, tuple[int, str]] = {}
+    for a, b, dd in zip(ni.tolist(), oj.tolist(), dist.tolist(), strict=True):
+        r = new_rows[a]
+        if r not in best or dd < best[r][0]:
+            best[r] = (dd, old_ids[b])
+    for r, (_, old_id) in best.items():
+        df.at[r, "against_dup"] = old_id
+        df.at[r, "keep"] = False
+        df.at[r, "dedup_reason"] = "in_against"
+    return len(best)
+
+
+def _report(df: pd.DataFrame, params: DedupParams, pairs: pd.DataFrame, t_hash: float, total: float, n_against: int) -> dict[str, Any]:
+    sizes = df.groupby("dup_group").size()
+    multi = sizes[sizes > 1]
+    exact_groups = 0
+    for g in multi.index:
+        hs = df.loc[df["dup_group"] == g, "dhash"]
+        if hs.nunique(dropna=False) == 1:
+            exact_groups += 1
+    before = df["label"].value_counts().sort_index()
+    after = df.loc[df["keep"], "label"].value_counts().reindex(before.index, fill_value=0)
+    reasons = df.loc[~df["keep"], "dedup_reason"].value_counts().to_dict()
+    return {
+        "images": int(len(df)),
+        "kept": int(df["keep"].sum()),
+        "removed": int((~df["keep"]).sum()),
+        "groups": int(len(multi)),
+        "exact_groups": int(exact_groups),
+        "near_groups": int(len(multi) - exact_groups),
+        "largest_group": int(sizes.max()) if len(sizes) else 0,
+        "pairs": int(len(pairs)),
+        "pairs_via_crop": int((pairs["via"] == "crop").sum()) if len(pairs) else 0,
+        "conflict_groups": int(df.loc[df["label_conflict"], "dup_group"].nunique()),
+        "conflict_images": int(df["label_conflict"].sum()),
+        "low_information": int(df["low_information"].sum()),
+        "in_against": int(n_against),
+        "removed_by_reason": {str(k): int(v) for k, v in sorted(reasons.items())},
+        "per_label_before": {str(k): int(v) for k, v in before.items()},
+        "per_label_after": {str(k): int(v) for k, v in after.items()},
+        "threshold": params.threshold,
+        "crop_threshold": params.crop_threshold if params.crops else None,
+        "exact": params.exact,
+        "keep_policy": params.keep,
+        "conflict_policy": params.conflicts,
+        "hash_seconds": round(t_hash, 3),
+        "seconds": round(total, 3),
+        "images_per_s": round(len(df) / t_hash, 1) if t_hash > 0 else None,
+    }
+
+
+def load_input(folder: Path) -> tuple[pd.DataFrame, Path]:
+    """An earlier stage's folder -> (validated manifest, project root)."""
+    from datakit.manifest import MANIFEST, read_manifest
+
+    folder = Path(folder)
+    path = folder / MANIFEST if folder.is_dir() else folder
+    if not path.exists():
+        raise DatakitError(f"no manifest at {path}: give the folder of an earlier stage (e.g. data/scrape)")
+    root = find_project_root(path.parent)
+    return read_manifest(path, root=root), root
