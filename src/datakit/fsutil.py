@@ -21,6 +21,17 @@ from datakit.errors import LockedError, StoreError
 
 TMP_SUFFIX = ".tmp"
 
+# mkstemp creates files with mode 0600; datasets are shared, so finished files get the mode a
+# plain open() would have given them. Read once, at import (os.umask is process-wide).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+
+
+def make_shareable(path: str) -> None:
+    """Give a temp file the permissions of a normally created file."""
+    os.chmod(path, FILE_MODE)
+
 
 def fsync_dir(folder: Path) -> None:
     """Make a rename inside `folder` durable (no-op where directories cannot be opened)."""
@@ -70,6 +81,7 @@ def atomic_write(path: Path, write: Callable[[str], None], *, durable: bool = Tr
     os.close(fd)
     try:
         write(tmp)
+        make_shareable(tmp)
         if durable:
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())

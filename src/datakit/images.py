@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from datakit.errors import StoreError
-from datakit.fsutil import TMP_SUFFIX
+from datakit.fsutil import FILE_MODE, TMP_SUFFIX
 
 ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF")
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}
@@ -351,6 +351,7 @@ class ImageStore:
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
+                os.fchmod(fh.fileno(), FILE_MODE)
                 if self.durable:
                     fh.flush()
                     os.fsync(fh.fileno())

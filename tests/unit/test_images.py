@@ -186,3 +186,15 @@ def test_png_with_bad_idat_crc_is_refused() -> None:  # IMG-03 (load() alone ign
     length = int.from_bytes(data[idat - 4: idat], "big")
     data[idat + 4 + length] ^= 0xFF  # first CRC byte of the IDAT chunk
     assert reason(bytes(data)) == "decode_error"
+
+
+def test_stored_files_are_readable_by_the_team(tmp_path) -> None:
+    import stat
+
+    from datakit.fsutil import FILE_MODE, atomic_write_text
+
+    _, rel = ImageStore(tmp_path).put(F.jpeg(), "jpg")
+    atomic_write_text(tmp_path / "m.json", "{}")
+    for p in (tmp_path / rel, tmp_path / "m.json"):
+        assert stat.S_IMODE(p.stat().st_mode) == FILE_MODE
+        assert FILE_MODE & 0o044  # group/other can read under the usual umasks
