@@ -316,6 +316,53 @@ def dedup_calibrate(
               f"(largest recall at precision >= 0.995; current {p.threshold})")
 
 
+@app.command(
+    epilog=(
+        "Examples:\n\n  datakit split data/dedup --out data/split\n\n"
+        "  datakit split data/dedup-v2 --previous data/split-v1 --out data/split-v2   (old images keep their split)"
+    )
+)
+def split(
+    input_dir: Annotated[Path, typer.Argument(metavar="INPUT", help="A dedup folder (its manifest.parquet with dup_group, keep).", exists=True)],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder: manifest.parquet with split_group, split (and fold).", file_okay=False)],
+    previous: Annotated[Optional[Path], typer.Option(help="An earlier version's split folder or manifest: its groups keep their split.", exists=True)] = None,
+    params_file: Annotated[Optional[Path], typer.Option("--params", help="params.yaml to read (default: ./params.yaml if present).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Split seed (params: split.seed).")] = None,
+    report: Annotated[Path, typer.Option(help="Where to write the stage's figures (DVC metrics).")] = Path("reports/split.json"),
+) -> None:
+    """Assign every kept image to train/val/test without leakage: a duplicate group (and any
+    split.group_by column) never straddles splits, every class is in every split, class
+    proportions hold within one group, and --previous keeps an old test set the test set."""
+    from datakit.dedup import load_input
+    from datakit.fsutil import folder_lock
+    from datakit.manifest import MANIFEST, read_table, write_table
+    from datakit.params import load_params, override
+    from datakit.split import run as run_split
+
+    try:
+        p = override(load_params(params_file).split, "split", seed=seed)
+        df, _root = load_input(input_dir)
+        prev = read_table(previous / MANIFEST if previous.is_dir() else previous) if previous else None
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with folder_lock(out_dir, "datakit split"):
+            result, rep = run_split(df, p, previous=prev)
+            write_table(result, out_dir / MANIFEST)
+    except DatakitError as exc:
+        raise _fail(exc) from None
+    _write_report(report, rep)
+    names = list(rep["per_split"])
+    t = Table(title="split: images per class and split")
+    t.add_column("label")
+    for s in names:
+        t.add_column(s, justify="right")
+    for label, row in rep["per_class"].items():
+        t.add_row(label, *(f"{row['counts'][s]} ({row['proportions'][s]:.0%})" for s in names))
+    out.print(t)
+    merged = f", {len(rep['previous_merges'])} merged groups" if rep["previous_merges"] else ""
+    out.print(f"{rep['split_images']} images in {rep['groups']} groups (largest {rep['largest_group']}); "
+              f"moved from --previous: {rep['moved_from_previous']}{merged}\nmanifest: {out_dir / MANIFEST}")
+
+
 @app.command(epilog="Example:\n\n  datakit verify data/scrape")
 def verify(
     folder: Annotated[Path, typer.Argument(help="A stage folder holding manifest.parquet.", exists=True, file_okay=False)],

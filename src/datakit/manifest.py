@@ -156,17 +156,18 @@ def empty_frame(schema: pa.Schema) -> pd.DataFrame:
 
 
 def find_project_root(start: Path) -> Path:
-    """The folder manifest `path`s are relative to: the nearest ancestor of `start` holding
-    `.dvc`, `dvc.yaml` or `.git`; else the current directory when `start` lies inside it;
-    else `start` itself. The same rule on every machine keeps paths portable across clones."""
+    """The folder manifest `path`s are relative to, for a stage folder `start`: the nearest
+    ancestor holding `.dvc`, `dvc.yaml` or `.git`; else the current directory when `start` lies
+    inside it; else the parent of `start`, so that sibling stage folders (`x/scrape`, `x/dedup`)
+    share one root. The same rule on every machine keeps paths portable across clones."""
     start = Path(start).absolute()
     for folder in (start, *start.parents):
         if any((folder / marker).exists() for marker in (".dvc", "dvc.yaml", ".git")):
             return folder
     cwd = Path.cwd().absolute()
-    if start == cwd or cwd in start.parents:
+    if cwd in start.parents:
         return cwd
-    return start
+    return start.parent
 
 
 def _fmt_rows(rows: Iterable[int], limit: int = 10) -> str:

@@ -145,6 +145,24 @@ class DedupParams(_Model):
     gallery_groups: int = Field(40, ge=0, le=10_000, description="largest groups shown in the HTML gallery")
 
 
+class SplitParams(_Model):
+    """`split:` in params.yaml: leakage-safe stratified splits that stay stable across versions."""
+
+    ratios: dict[str, float] = Field(default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1})
+    counts: dict[str, int] | None = Field(None, description="images per class for non-train splits, instead of ratios")
+    group_by: list[str] = Field(default_factory=list, description="extra manifest columns that tie images together")
+    folds: int = Field(0, ge=0, le=100, description="k cross-validation folds over the non-test rows (0: none)")
+    seed: int = 0
+    tiny_classes: Literal["error", "train"] = "error"
+
+
+class AuditParams(_Model):
+    """`audit:` in params.yaml: the independent leak check that can gate a pipeline."""
+
+    radius: int = Field(10, ge=0, le=64, description="dhash radius for near-duplicate leaks across splits")
+    max_leaks: int = Field(0, ge=0, description="exit non-zero above this many cross-split leaks")
+
+
 class Params(_Model):
     """The whole params.yaml. Keys of later stages are accepted as plain mappings until their
     stage defines a model."""
@@ -152,6 +170,8 @@ class Params(_Model):
     model_config = ConfigDict(extra="allow", frozen=True)
     scrape: ScrapeParams = Field(default_factory=ScrapeParams)
     dedup: DedupParams = Field(default_factory=DedupParams)
+    split: SplitParams = Field(default_factory=SplitParams)
+    audit: AuditParams = Field(default_factory=AuditParams)
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -187,7 +207,7 @@ def _find_secrets(obj: Any, path: str = "") -> list[str]:
 
 def _models() -> dict[str, type[BaseModel]]:
     return {"": Params, "scrape": ScrapeParams, "scrape.fetch": FetchParams, "scrape.image": ImageParams,
-            "dedup": DedupParams}
+            "dedup": DedupParams, "split": SplitParams, "audit": AuditParams}
 
 
 def format_validation_error(exc: ValidationError, prefix: str = "") -> str:

@@ -50,7 +50,7 @@ import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from datakit.errors import ParamsError
 
@@ -511,3 +511,113 @@ def carry_over(groups: Sequence[str], previous_splits: Sequence[str | None], nam
         if len(used) > 1:
             merges[grp] = used
     return Carry(previous=chosen, merges=merges)
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+def split_groups(df: Any, group_by: Sequence[str] = ()) -> list[str]:
+    """The group of every row: `dup_group` (or the image itself) joined with every `group_by`
+    column, transitively (two rows sharing any key are one group). The id is the smallest
+    member `image_id`, so it depends on content, not on row order."""
+    import numpy as np
+
+    from datakit.dedup.grouping import components
+
+    n = len(df)
+    base = df["dup_group"].tolist() if "dup_group" in df.columns else df["image_id"].tolist()
+    keys = [[("dup", str(g))] for g in base]
+    for col in group_by:
+        if col not in df.columns:
+            raise ParamsError(f"split.group_by: the manifest has no column {col!r}")
+        for r, v in enumerate(df[col].tolist()):
+            if v is not None and v == v and str(v) != "":  # skip null / NaN / empty: no tie
+                keys[r].append((col, str(v)))
+    first: dict[tuple[str, str], int] = {}
+    ia: list[int] = []
+    ib: list[int] = []
+    for r, ks in enumerate(keys):
+        for k in ks:
+            if k in first:
+                ia.append(first[k])
+                ib.append(r)
+            else:
+                first[k] = r
+    roots = components(n, np.array(ia, dtype=np.int64), np.array(ib, dtype=np.int64))
+    ids = df["image_id"].tolist()
+    smallest: dict[int, str] = {}
+    for r, root in enumerate(roots.tolist()):
+        if root not in smallest or ids[r] < smallest[root]:
+            smallest[root] = ids[r]
+    return [smallest[root] for root in roots.tolist()]
+
+
+def run(df: Any, params: Any, *, previous: Any | None = None) -> tuple[Any, dict[str, Any]]:
+    """The split stage: adds `split_group`, `split` (and `fold`) to a dedup manifest.
+
+    Rows with `keep == False` are not counted in the stratification; they take their group's
+    split when the group has a kept member (so an audit sees every copy where it landed), else
+    no split. `previous` (an earlier version's split manifest) keeps every old group in its old
+    split (SPL-13); merges of groups from different old splits are reported.
+    """
+    out = df.reset_index(drop=True).copy()
+    groups = split_groups(out, params.group_by)
+    out["split_group"] = groups
+    kept = out["keep"].fillna(False).astype(bool).tolist() if "keep" in out.columns else [True] * len(out)
+    rows = [r for r in range(len(out)) if kept[r]]
+    names = list(params.counts and ["train", *params.counts] or params.ratios)
+    prev_map: dict[str, str] | None = None
+    merges: dict[str, tuple[str, ...]] = {}
+    if previous is not None:
+        if "split" not in previous.columns or "image_id" not in previous.columns:
+            raise ParamsError("--previous must be a split manifest (columns image_id and split)")
+        old = dict(zip(previous["image_id"], previous["split"], strict=True))
+        carry = carry_over([groups[r] for r in range(len(out))],
+                           [old.get(i) if isinstance(old.get(i), str) else None for i in out["image_id"]], names)
+        prev_map, merges = carry.previous, carry.merges
+    result = plan(
+        [out["label"].iat[r] for r in rows], [groups[r] for r in rows],
+        ratios=None if params.counts else params.ratios, counts=params.counts, seed=params.seed,
+        previous=prev_map, tiny_classes=params.tiny_classes,
+    )
+    split_of_group = dict(result.group_split)
+    if prev_map:
+        for g, s in prev_map.items():
+            split_of_group.setdefault(g, s)
+    out["split"] = [split_of_group.get(g) for g in groups]
+    if params.folds and params.folds > 1:
+        cv = [r for r in rows if out["split"].iat[r] != names[-1]]
+        f = folds([out["label"].iat[r] for r in cv], [groups[r] for r in cv], params.folds, params.seed)
+        fold_col: list[int | None] = [None] * len(out)
+        for r, k in zip(cv, f, strict=True):
+            fold_col[r] = k
+        out["fold"] = fold_col
+    moved = 0
+    if previous is not None:
+        old = dict(zip(previous["image_id"], previous["split"], strict=True))
+        moved = sum(1 for i, s in zip(out["image_id"], out["split"], strict=True) if i in old and old[i] != s)
+    report = _split_report(out, kept, result, names, merges, moved)
+    return out, report
+
+
+def _split_report(out: Any, kept: list[bool], result: SplitPlan, names: list[str],
+                  merges: dict[str, tuple[str, ...]], moved: int) -> dict[str, Any]:
+    k = out[kept]
+    table: dict[str, dict[str, Any]] = {}
+    for label in sorted(set(k["label"])):
+        sub = k[k["label"] == label]
+        n = len(sub)
+        counts = {s: int((sub["split"] == s).sum()) for s in names}
+        table[label] = {"n": n, "counts": counts,
+                        "proportions": {s: round(c / n, 4) if n else 0.0 for s, c in counts.items()},
+                        "bound_images": result.bound(label) if label in result.largest_group else None}
+    sizes = k.groupby("split_group").size()
+    hist = {str(b): int(v) for b, v in sizes.value_counts().sort_index().items()}
+    return {
+        "images": int(len(out)), "split_images": int(len(k)),
+        "per_split": {s: int((k["split"] == s).sum()) for s in names},
+        "per_class": table,
+        "groups": int(len(sizes)), "group_sizes": hist, "largest_group": int(sizes.max()) if len(sizes) else 0,
+        "tiny_classes": list(result.tiny),
+        "previous_merges": {g: list(v) for g, v in sorted(merges.items())}, "moved_from_previous": int(moved),
+    }

@@ -1,0 +1,70 @@
+"""`datakit split` end to end: scrape (synthetic) -> dedup -> split, and a second version."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from tests.e2e.helpers import invoke, write_params
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _pipeline(tmp, name: str, items: list[str]) -> pd.DataFrame:
+    params = write_params(tmp, items=items, attributes=["striped", "dotted", "leopard"], per_query=30)
+    for args in (("scrape", "--provider", "synthetic", "--out", tmp / f"scrape-{name}"),
+                 ("dedup", tmp / f"scrape-{name}", "--out", tmp / f"dedup-{name}")):
+        res = invoke(*args, "--params", params, "--report", tmp / "reports" / f"{args[0]}-{name}.json")
+        assert res.exit_code == 0, res.output
+    return pd.read_parquet(tmp / f"dedup-{name}" / "manifest.parquet")
+
+
+def test_split_keeps_groups_whole_and_covers_every_class(tmp_path) -> None:
+    _pipeline(tmp_path, "v1", ["vest", "hoodie", "shirt"])
+    res = invoke("split", tmp_path / "dedup-v1", "--out", tmp_path / "split-v1", "--report", tmp_path / "split.json")
+    assert res.exit_code == 0, res.output
+    df = pd.read_parquet(tmp_path / "split-v1" / "manifest.parquet")
+    kept = df[df["keep"]]
+    assert kept["split"].notna().all()
+    assert (df.groupby("dup_group")["split"].nunique(dropna=True) <= 1).all()  # SPL-02, copies included
+    assert (kept.groupby("label")["split"].nunique() == 3).all()  # SPL-09
+    rep = json.loads((tmp_path / "split.json").read_text())
+    for row in rep["per_class"].values():
+        assert abs(row["proportions"]["train"] - 0.8) * row["n"] <= row["bound_images"] + 1e-9  # SPL-08
+
+
+def test_new_version_moves_no_old_image(tmp_path) -> None:  # SPL-13
+    _pipeline(tmp_path, "v1", ["vest", "hoodie"])
+    assert invoke("split", tmp_path / "dedup-v1", "--out", tmp_path / "split-v1", "--report", tmp_path / "s1.json").exit_code == 0
+    v2 = _pipeline(tmp_path, "v2", ["vest", "hoodie", "shirt"])
+    res = invoke("split", tmp_path / "dedup-v2", "--previous", tmp_path / "split-v1", "--out", tmp_path / "split-v2",
+                 "--report", tmp_path / "s2.json")
+    assert res.exit_code == 0, res.output
+    old = pd.read_parquet(tmp_path / "split-v1" / "manifest.parquet").set_index("image_id")["split"]
+    new = pd.read_parquet(tmp_path / "split-v2" / "manifest.parquet").set_index("image_id")["split"]
+    common = old.index.intersection(new.index)
+    assert len(common) > 50 and len(v2) > len(common)
+    rep = json.loads((tmp_path / "s2.json").read_text())
+    moved = (old[common] != new[common]) & old[common].notna()
+    assert int(moved.sum()) == rep["moved_from_previous"]
+    assert moved.sum() <= sum(len(v) for v in rep["previous_merges"].values())  # only reported merges may move
+
+
+def test_same_seed_same_bytes_different_seed_differs(tmp_path) -> None:  # SPL-11/12
+    _pipeline(tmp_path, "v1", ["vest", "hoodie"])
+    for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+        assert invoke("split", tmp_path / "dedup-v1", "--out", tmp_path / f"s-{name}", "--seed", seed,
+                      "--report", tmp_path / f"{name}.json").exit_code == 0
+    a, b, c = (pd.read_parquet(tmp_path / f"s-{n}" / "manifest.parquet")["split"] for n in "abc")
+    assert a.equals(b) and not a.equals(c)
+
+
+def test_infeasible_class_is_named(tmp_path) -> None:  # SPL-10
+    params = write_params(tmp_path, items=["vest"], attributes=["striped"], per_query=2, min_per_label=0)
+    for args in (("scrape", "--provider", "synthetic", "--out", tmp_path / "scrape"),
+                 ("dedup", tmp_path / "scrape", "--out", tmp_path / "dedup")):
+        assert invoke(*args, "--params", params, "--report", tmp_path / f"{args[0]}.json").exit_code == 0
+    res = invoke("split", tmp_path / "dedup", "--out", tmp_path / "split", "--report", tmp_path / "s.json")
+    assert res.exit_code == 1 and "vest" in res.output
