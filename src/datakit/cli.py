@@ -363,6 +363,74 @@ def split(
               f"moved from --previous: {rep['moved_from_previous']}{merged}\nmanifest: {out_dir / MANIFEST}")
 
 
+@app.command(
+    epilog=(
+        "Examples:\n\n  datakit export data/split --out export/imagefolder        (torchvision / Keras / fastai)\n\n"
+        "  datakit export data/split --out export/hf --layout hf --link copy   (Hugging Face imagefolder)"
+    )
+)
+def export(
+    input_dir: Annotated[Path, typer.Argument(metavar="INPUT", help="A split folder (manifest.parquet with a split column).", exists=True)],
+    out_dir: Annotated[Path, typer.Option("--out", help="Where to write the class folders.", file_okay=False)],
+    layout: Annotated[str, typer.Option(help="imagefolder: OUT/<split>/<label>/<file>; hf: OUT/<split>/<file> + metadata.csv.")] = "imagefolder",
+    link: Annotated[str, typer.Option(help="hardlink (default; shares storage with the store, so never edit exported files), copy or symlink.")] = "hardlink",
+    splits: Annotated[Optional[list[str]], typer.Option("--split", help="Only these splits (repeatable).")] = None,
+) -> None:
+    """Materialise a split as class folders for tools that read folders. Rows with keep=False or
+    no split are skipped and counted. Each split folder is rebuilt beside the old one and swapped
+    in, so a killed export never leaves half a folder."""
+    from datakit.export import export_manifest
+
+    try:
+        rep = export_manifest(input_dir, out_dir, layout=layout, link=link, splits=splits)  # type: ignore[arg-type]
+    except DatakitError as exc:
+        raise _fail(exc) from None
+    for line in rep.lines():
+        out.print(line, highlight=False)
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n  datakit audit data/split                      (a split manifest)\n\n"
+        "  datakit audit ~/my_dataset                   (train/ val/ test/ folders of class folders)\n\n"
+        "  datakit audit data/split --max-leaks 5 --report reports/audit.json"
+    )
+)
+def audit(
+    target: Annotated[Path, typer.Argument(metavar="INPUT", help="A split folder (manifest.parquet with split) or a folder of SPLIT/LABEL/ image folders.", exists=True)],
+    params_file: Annotated[Optional[Path], typer.Option("--params", help="params.yaml to read (default: ./params.yaml if present).")] = None,
+    radius: Annotated[Optional[int], typer.Option(help="dhash radius for near-duplicate leaks (params: audit.radius).")] = None,
+    max_leaks: Annotated[Optional[int], typer.Option(help="Exit 1 above this many cross-split leaks (params: audit.max_leaks, default 0).")] = None,
+    trust_hashes: Annotated[bool, typer.Option("--trust-hashes", help="Reuse the manifest's dhash/image_id instead of re-reading every file.")] = False,
+    report: Annotated[Path, typer.Option(help="Where to write the audit (DVC metrics).")] = Path("reports/audit.json"),
+) -> None:
+    """Re-check a split independently: exact (sha256) and near (dhash, plus deepchecks-style
+    average_hash) pairs across splits, label conflicts, per-class counts per split, class
+    proportion deviation, classes missing from a split. Exits 1 when cross-split leaks exceed
+    the maximum, so it can gate a DVC pipeline."""
+    from datakit.audit import audit_folder, audit_manifest
+    from datakit.manifest import MANIFEST, find_project_root, read_manifest
+    from datakit.params import load_params, override
+
+    try:
+        p = override(load_params(params_file).audit, "audit", radius=radius, max_leaks=max_leaks)
+        manifest_path = target / MANIFEST if target.is_dir() else target
+        if manifest_path.is_file():
+            root = find_project_root(manifest_path.parent)
+            df = read_manifest(manifest_path, required=("image_id", "path", "label", "split"), root=root,
+                               check_files=not trust_hashes)
+            rep = audit_manifest(df, root, radius=p.radius, max_leaks=p.max_leaks,
+                                 hashes="manifest" if trust_hashes else "recompute")
+        else:
+            rep = audit_folder(target, radius=p.radius, max_leaks=p.max_leaks)
+    except (DatakitError, ValueError) as exc:
+        raise _fail(exc) from None
+    _write_report(report, rep.to_json())
+    out.print(rep.summary(), highlight=False)
+    if not rep.ok:
+        raise typer.Exit(1)
+
+
 @app.command(epilog="Example:\n\n  datakit verify data/scrape")
 def verify(
     folder: Annotated[Path, typer.Argument(help="A stage folder holding manifest.parquet.", exists=True, file_okay=False)],

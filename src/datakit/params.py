@@ -159,7 +159,7 @@ class SplitParams(_Model):
 class AuditParams(_Model):
     """`audit:` in params.yaml: the independent leak check that can gate a pipeline."""
 
-    radius: int = Field(10, ge=0, le=64, description="dhash radius for near-duplicate leaks across splits")
+    radius: int = Field(22, ge=0, le=64, description="dhash radius for cross-split leaks: below dedup.threshold by the fast hash's noise, so only clear copies count")
     max_leaks: int = Field(0, ge=0, description="exit non-zero above this many cross-split leaks")
 
 

@@ -68,3 +68,30 @@ def test_infeasible_class_is_named(tmp_path) -> None:  # SPL-10
         assert invoke(*args, "--params", params, "--report", tmp_path / f"{args[0]}.json").exit_code == 0
     res = invoke("split", tmp_path / "dedup", "--out", tmp_path / "split", "--report", tmp_path / "s.json")
     assert res.exit_code == 1 and "vest" in res.output
+
+
+def test_export_imagefolder_after_split(tmp_path) -> None:
+    _pipeline(tmp_path, "v1", ["vest", "hoodie"])
+    assert invoke("split", tmp_path / "dedup-v1", "--out", tmp_path / "split", "--report", tmp_path / "s.json").exit_code == 0
+    res = invoke("export", tmp_path / "split", "--out", tmp_path / "export")
+    assert res.exit_code == 0, res.output
+    df = pd.read_parquet(tmp_path / "split" / "manifest.parquet")
+    kept = df[df["keep"] & df["split"].notna()]
+    for split_name in ("train", "val", "test"):
+        for label in ("vest", "hoodie"):
+            files = list((tmp_path / "export" / split_name / label).iterdir())
+            assert len(files) == len(kept[(kept["split"] == split_name) & (kept["label"] == label)]) > 0
+
+
+def test_audit_passes_a_datakit_split_and_fails_a_planted_leak(tmp_path) -> None:  # SPL-04, gate
+    _pipeline(tmp_path, "v1", ["vest", "hoodie"])
+    assert invoke("split", tmp_path / "dedup-v1", "--out", tmp_path / "split", "--report", tmp_path / "s.json").exit_code == 0
+    res = invoke("audit", tmp_path / "split", "--report", tmp_path / "audit.json")
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "audit.json").read_text())["leaks"] == 0
+    assert invoke("export", tmp_path / "split", "--out", tmp_path / "folders", "--link", "copy").exit_code == 0
+    train_file = next((tmp_path / "folders" / "train" / "vest").iterdir())
+    (tmp_path / "folders" / "test" / "vest" / "planted.jpg").write_bytes(train_file.read_bytes())
+    res = invoke("audit", tmp_path / "folders", "--report", tmp_path / "audit2.json")
+    assert res.exit_code == 1
+    assert "planted.jpg" in res.output and train_file.name in res.output
