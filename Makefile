@@ -22,7 +22,12 @@ demo: venv
 	$(BIN)/datakit verify demo-out/scrape
 	$(BIN)/datakit dedup demo-out/scrape --params pipelines/demo/params.yaml \
 	    --out demo-out/dedup --report demo-out/reports/dedup.json
-	@echo "demo: manifests in demo-out/scrape and demo-out/dedup, duplicate gallery demo-out/dedup/gallery.html, figures in demo-out/reports/"
+	$(BIN)/datakit split demo-out/dedup --params pipelines/demo/params.yaml \
+	    --out demo-out/split --report demo-out/reports/split.json
+	$(BIN)/datakit audit demo-out/split --params pipelines/demo/params.yaml --report demo-out/reports/audit.json
+	$(BIN)/datakit export demo-out/split --out demo-out/imagefolder
+	@echo "demo: stage folders demo-out/{scrape,dedup,split}, duplicate gallery demo-out/dedup/gallery.html,"
+	@echo "      class folders demo-out/imagefolder/{train,val,test}, figures demo-out/reports/*.json"
 
 test: venv
 	DVC_NO_ANALYTICS=1 $(BIN)/python -m pytest
