@@ -7,14 +7,16 @@ most significant bit first. `hash_bytes(data, exact=True)` reproduces
 ``str(imagehash.dhash(datakit.images.decode(data), hash_size=16))`` bit for bit.
 
 The default path is cheaper for JPEG: libjpeg decodes the luma plane only, at a DCT-reduced
-scale (Pillow's ``draft``, 1/2 to 1/8, keeping both sides >= `WORK_SIDE`); every entropy-coded
-byte is still read, so truncated and corrupt files are still refused. The 17x16 grid is
-resampled from that small *working image* with the Lanczos-3 filter imagehash uses (Pillow's
-``LANCZOS``), as two matrix products, over the exact sub-pixel extent of the picture (DCT
-scaling rounds sizes up), with the EXIF orientation applied to the small array. It moves the
-hash by ~1.5-2 bits on average (p99 5-6) against the reference; on the quality benchmark it is
-within 1 point of the reference at the default radii, not at small radii (PNG<->JPEG copies
-lose ~5 points at radius 10), so the radius and the path go together. Other formats (PNG,
+scale (Pillow's ``draft``, 1/2 to 1/8, keeping both sides >= `WORK_SIDE`: 1/8 for a 0.2 MP
+photo); every entropy-coded byte is still read, so truncated and corrupt files are still
+refused. The 17x16 grid is resampled from that small *working image* with the Lanczos-3 filter
+imagehash uses (Pillow's ``LANCZOS``), as two matrix products, over the exact sub-pixel extent
+of the picture (DCT scaling rounds sizes up), with the EXIF orientation applied to the small
+array. It moves the hash by ~2-2.5 bits on average (p99 ~8) against the reference; on the
+quality benchmark it is within 1 point of the reference at the default radii, not at small
+radii (PNG<->JPEG copies lose ~8 points at radius 10), so the radius and the path go together.
+The decode is most of the cost (~3/4 on 0.2 MP photos): files are decoded in blocks and the
+rounding, bits and flags of a block are computed together (`_results`). Other formats (PNG,
 WebP, GIF) and JPEGs that are not plain YCbCr/greyscale (CMYK, YCCK) take the reference
 decode on both paths.
 
@@ -80,6 +82,8 @@ _GRID_W, _GRID_H = HASH_SIZE + 1, HASH_SIZE
 
 Box = tuple[float, float, float, float]
 """(left, top, right, bottom) as fractions of the image's width and height."""
+Extent = tuple[float, float, float, float]
+"""(left, top, right, bottom) in pixels of a working image: where the whole picture lies in it."""
 
 # Crop boxes. A copy cut by up to 8 % along an axis, split at random between the two sides,
 # is the original's span [a, 1 - b] with a, b >= 0 and a + b <= 0.08. Three spans per axis,
@@ -106,9 +110,13 @@ DEFAULT_CROP_RADIUS = 24
 """Hamming radius between one image's full hash and another image's crop hashes: crop recall
 >= 0.8 on 2-8 % crops; 4 false pairs in 8.8 million there (28 gives 62: too many)."""
 
-WORK_SIDE = 64
+WORK_SIDE = 48
 """Shorter side (px) the working image keeps at least: the DCT scale (1/2..1/8) and any further
-box reduction stop there (a 0.2 MP photo is decoded at 1/4, ~135x100)."""
+box reduction stop there (a 0.2 MP photo is decoded at 1/8, ~68x50, where 64 took 1/4, which
+cost ~15 % more per picture: the entropy decoding is the same, the rest is not).
+bench/dedup_quality.py at the default radii: 64 and 48 are both within 1 point of the exact path
+on every transform, 40 is near the edge (resize 0.8 and PNG<->JPEG 0.5 points under it) and 32
+loses crops (recall below 0.8)."""
 LOW_INFO_MIN_SIDE = 32
 """Images whose shorter side is below this are `low_information` (icons, tracking pixels)."""
 LOW_INFO_RANGE = 8.0
@@ -162,12 +170,11 @@ def _lanczos3(t: np.ndarray) -> np.ndarray:
     return w
 
 
-@lru_cache(maxsize=1024)
 def _axis_weights(n_in: int, lo: float, hi: float, spans: tuple[tuple[float, float], ...], n_out: int) -> np.ndarray:
     """Weights (len(spans) * n_out, n_in) resampling [lo + f0 * (hi - lo), lo + f1 * (hi - lo)]
     of an axis of `n_in` pixels to `n_out` samples, as Pillow's resize(box=...) with LANCZOS
     does: sample centres at (i + 0.5) * scale, the filter widened by the reduction, weights
-    normalised over the pixels inside the image. Cached: picture sizes repeat in a dataset."""
+    normalised over the pixels inside the image."""
     f = np.asarray(spans, dtype=np.float64)
     start = lo + f[:, 0] * (hi - lo)
     scale = (f[:, 1] - f[:, 0]) * (hi - lo) / n_out
@@ -183,51 +190,66 @@ def _axis_weights(n_in: int, lo: float, hi: float, spans: tuple[tuple[float, flo
     return out
 
 
+# Picture sizes repeat in a dataset, so the weights are built once per (axis length, extent),
+# ~15-25 KB each at ordinary working sizes (a dataset of 0.2 MP photos of ~250 distinct sizes
+# fills a quarter of each cache per path).
 @lru_cache(maxsize=1024)
-def _axis_weights_t(n_in: int, lo: float, hi: float, spans: tuple[tuple[float, float], ...], n_out: int) -> np.ndarray:
-    """`_axis_weights` transposed and contiguous (the right-hand factor of the product)."""
-    out = np.ascontiguousarray(_axis_weights(n_in, lo, hi, spans, n_out).T)
+def _y_weights(n_in: int, lo: float, hi: float, spans: tuple[tuple[float, float], ...]) -> np.ndarray:
+    """`_axis_weights` for the rows: (len(spans) * 16, n_in), the left-hand factor."""
+    return _axis_weights(n_in, lo, hi, spans, _GRID_H)
+
+
+@lru_cache(maxsize=1024)
+def _x_weights_t(n_in: int, lo: float, hi: float, spans: tuple[tuple[float, float], ...]) -> np.ndarray:
+    """`_axis_weights` for the columns, transposed: (n_in, len(spans) * 17), the right-hand factor."""
+    out = np.ascontiguousarray(_axis_weights(n_in, lo, hi, spans, _GRID_W).T)
     out.setflags(write=False)
     return out
 
 
+@dataclass(frozen=True)
+class _BoxPlan:
+    """How a box set maps onto the batched product (independent of the picture's size)."""
+
+    ys: tuple[tuple[float, float], ...]  # distinct y spans: blocks of 16 rows
+    xs: tuple[tuple[float, float], ...]  # distinct x spans: blocks of 17 columns
+    yi: np.ndarray  # per box: its y span
+    xi: np.ndarray  # per box: its x span
+
+
 @lru_cache(maxsize=64)
-def _plan(boxes: tuple[Box, ...]) -> tuple[tuple[tuple[float, float], ...], tuple[tuple[float, float], ...], np.ndarray, np.ndarray]:
+def _box_plan(boxes: tuple[Box, ...]) -> _BoxPlan:
     """The distinct x spans and y spans of `boxes`, and each box's index into them."""
     xs = tuple(sorted({(b[0], b[2]) for b in boxes}))
     ys = tuple(sorted({(b[1], b[3]) for b in boxes}))
-    xi = np.array([xs.index((b[0], b[2])) for b in boxes])
-    yi = np.array([ys.index((b[1], b[3])) for b in boxes])
-    return xs, ys, xi, yi
+    xi = np.array([xs.index((b[0], b[2])) for b in boxes], dtype=np.intp)
+    yi = np.array([ys.index((b[1], b[3])) for b in boxes], dtype=np.intp)
+    xi.setflags(write=False)
+    yi.setflags(write=False)
+    return _BoxPlan(ys, xs, yi, xi)
 
 
-def _grids(arr: np.ndarray, box: tuple[float, float, float, float], boxes: tuple[Box, ...]) -> np.ndarray:
-    """The 17x16 grey grids (len(boxes), 16, 17) of `boxes` (fractions of `box`, the extent of
-    the whole picture in `arr`'s pixel coordinates), rounded like an 8-bit resize.
+def _grid_values(arr: np.ndarray, box: Extent, plan: _BoxPlan) -> np.ndarray:
+    """Every (y span, x span) grid of `plan` at once, unrounded, from the working image `arr`
+    in which the whole picture lies at `box`: shape (ys, 16, xs, 17).
 
-    The boxes' distinct x spans and y spans are resampled together: one product with all y
-    weights, one with all x weights, then the wanted (y span, x span) blocks are picked. Crop
-    sets built as a product of per-axis spans cost about as much as two or three full grids."""
+    One product with all y weights, one with all x weights; crop sets built as a product of
+    per-axis spans cost about as much as two or three full grids."""
     h, w = arr.shape
-    xs, ys, xi, yi = _plan(boxes)
-    wy = _axis_weights(h, box[1], box[3], ys, _GRID_H)
-    wxt = _axis_weights_t(w, box[0], box[2], xs, _GRID_W)
-    every = np.rint((wy @ arr) @ wxt).reshape(len(ys), _GRID_H, len(xs), _GRID_W)
-    return every[yi, :, xi, :]
+    wy = _y_weights(h, box[1], box[3], plan.ys)
+    wxt = _x_weights_t(w, box[0], box[2], plan.xs)
+    return ((wy @ arr) @ wxt).reshape(len(plan.ys), _GRID_H, len(plan.xs), _GRID_W)
 
 
-def _bits_hex(grids: np.ndarray) -> list[str]:
-    """dhash bits (left pixel < right pixel) of each grid, as imagehash's hex strings."""
-    bits = grids[..., 1:] > grids[..., :-1]
-    text = np.packbits(bits).tobytes().hex()
-    return [text[i:i + HEX_CHARS] for i in range(0, len(text), HEX_CHARS)]
+def _grids(arr: np.ndarray, box: Extent, boxes: tuple[Box, ...]) -> np.ndarray:
+    """The 17x16 grey grids (len(boxes), 16, 17) of `boxes` (fractions of `box`, the extent of
+    the whole picture in `arr`'s pixel coordinates), unrounded."""
+    plan = _box_plan(boxes)
+    return _grid_values(arr, box, plan)[plan.yi, :, plan.xi, :]
 
 
 # --------------------------------------------------------------------------------------------
 # orientation on a small array, keeping track of where the original image lies in it
-
-
-Extent = tuple[float, float, float, float]
 
 
 def _flip_x(arr: np.ndarray, box: Extent) -> tuple[np.ndarray, Extent]:
@@ -285,6 +307,12 @@ class _Decoded:
     exact_grid: np.ndarray | None  # imagehash's own 16x17 grid (reference path only)
 
 
+def _pixels(grey: Image.Image) -> np.ndarray:
+    """An 8-bit grey image as a float32 (height, width) array (one copy out of Pillow)."""
+    raw = np.frombuffer(grey.tobytes(), dtype=np.uint8)
+    return raw.reshape(grey.height, grey.width).astype(np.float32)
+
+
 def _working(grey: Image.Image, box: Extent, side: int) -> tuple[np.ndarray, Extent]:
     """Box-reduce by the largest integer factor keeping both sides >= `side` (large pictures
     only: the DCT stops at 1/8); float32 pixels and the scaled extent."""
@@ -292,23 +320,24 @@ def _working(grey: Image.Image, box: Extent, side: int) -> tuple[np.ndarray, Ext
     if step > 1:
         grey = grey.reduce(step)
         box = (box[0] / step, box[1] / step, box[2] / step, box[3] / step)
-    return np.asarray(grey, dtype=np.float32), box
+    return _pixels(grey), box
 
 
 def _decode_fast_jpeg(im: Image.Image, side: int) -> _Decoded:
-    """Luma only at a DCT-reduced scale; orientation applied to the small array."""
+    """Luma only (libjpeg skips the colour planes' transforms and the colour conversion) at a
+    DCT-reduced scale; orientation applied to the small array."""
     orientation = _exif_orientation(im)
     width, height = im.size
     dct = _dct_scale(width, height, side)
     box: Extent = (0.0, 0.0, float(width), float(height))
-    if dct > 1:
-        drafted = im.draft("L", (width // dct, height // dct))
-        if drafted is not None:  # (mode, (0, 0, width / scale, height / scale))
-            box = (0.0, 0.0, float(drafted[1][2]), float(drafted[1][3]))
-    _load_pixels(im)
+    drafted = im.draft("L", (width // dct, height // dct))
+    if drafted is not None:  # (mode, (0, 0, width / scale, height / scale))
+        box = (0.0, 0.0, float(drafted[1][2]), float(drafted[1][3]))
+    _load_pixels(im)  # the whole entropy-coded stream: truncation and corruption raise here
     grey = im if im.mode == "L" else im.convert("L")
     arr, box = _working(grey, box, side)
-    arr, box = _orient(arr, box, orientation)
+    if orientation != 1:
+        arr, box = _orient(arr, box, orientation)
     upright = (height, width) if orientation >= 5 else (width, height)
     return _Decoded(arr, box, upright, None)
 
@@ -317,7 +346,7 @@ def _decode_reference(grey: Image.Image, side: int) -> _Decoded:
     """imagehash's grid from the full normalised grey image, plus the working image made as on
     the fast path (a 1/2..1/8 box reduction standing in for the DCT scaling, then the rest)."""
     width, height = grey.size
-    exact = np.asarray(grey.resize((_GRID_W, _GRID_H), Image.Resampling.LANCZOS), dtype=np.float32)
+    exact = _pixels(grey.resize((_GRID_W, _GRID_H), Image.Resampling.LANCZOS))
     dct = _dct_scale(width, height, side)
     box: Extent = (0.0, 0.0, float(width), float(height))
     if dct > 1:
@@ -346,27 +375,42 @@ def _decode(data: bytes, exact: bool, limits: ImageLimits, side: int) -> _Decode
 # the public API
 
 
-def _is_low_information(size: tuple[int, int], grid: np.ndarray) -> bool:
-    """Tiny, near-uniform, or with too few clear gradients for the bits to mean anything."""
-    if min(size) < LOW_INFO_MIN_SIDE:
-        return True
-    if float(grid.max() - grid.min()) < LOW_INFO_RANGE:
-        return True
-    strong = np.abs(grid[:, 1:] - grid[:, :-1]) >= _STRONG_STEP
-    return int(np.count_nonzero(strong)) < LOW_INFO_STRONG_CELLS
-
-
 _FULL: Box = (0.0, 0.0, 1.0, 1.0)
 
 
-def _result(dec: _Decoded, settings: HashSettings) -> HashResult:
-    if dec.exact_grid is not None:
-        grids = _grids(dec.work, dec.box, tuple(settings.crop_boxes)) if settings.crop_boxes else dec.exact_grid[:0]
-        grids = np.concatenate([dec.exact_grid, grids])
-    else:
-        grids = _grids(dec.work, dec.box, (_FULL, *settings.crop_boxes))
-    hexes = _bits_hex(grids)
-    return HashResult(hexes[0], hexes[1:], _is_low_information(dec.size, grids[0]))
+@lru_cache(maxsize=16)
+def _with_full(boxes: tuple[Box, ...]) -> tuple[Box, ...]:
+    """The whole picture first, then `boxes`: what the fast path resamples in one go."""
+    return (_FULL, *boxes)
+
+
+def _grid_stack(dec: _Decoded, boxes: tuple[Box, ...]) -> np.ndarray:
+    """(1 + len(boxes), 16, 17) unrounded grids: the whole picture, then each crop box."""
+    if dec.exact_grid is None:
+        plan = _box_plan(_with_full(boxes))
+        return _grid_values(dec.work, dec.box, plan)[plan.yi, :, plan.xi, :]
+    if not boxes:
+        return dec.exact_grid
+    return np.concatenate([dec.exact_grid, _grids(dec.work, dec.box, boxes)])
+
+
+def _results(decoded: Sequence[_Decoded], settings: HashSettings) -> list[HashResult]:
+    """The hashes of several decoded pictures: the products per picture, then the rounding, the
+    bits, the hex text and the low-information test once for the whole batch (the same numbers
+    as one at a time, without a dozen small array operations per picture)."""
+    boxes = tuple(settings.crop_boxes)
+    grids = np.stack([_grid_stack(dec, boxes) for dec in decoded])  # (n, boxes + 1, 16, 17)
+    np.rint(grids, out=grids)  # as an 8-bit resize rounds (imagehash's own grid is already whole)
+    text = np.packbits(grids[..., 1:] > grids[..., :-1]).tobytes().hex()  # left < right, MSB first
+    # low information (IMG-11): tiny, near-uniform, or too few clear gradients in the full grid
+    full = grids[:, 0]
+    spread = full.max(axis=(1, 2)) - full.min(axis=(1, 2))
+    strong = np.count_nonzero(np.abs(full[..., 1:] - full[..., :-1]) >= _STRONG_STEP, axis=(1, 2))
+    low = (spread < LOW_INFO_RANGE) | (strong < LOW_INFO_STRONG_CELLS)
+    hexes = [text[j:j + HEX_CHARS] for j in range(0, len(text), HEX_CHARS)]
+    per = grids.shape[1]
+    return [HashResult(hexes[i * per], hexes[i * per + 1:(i + 1) * per], flag or min(dec.size) < LOW_INFO_MIN_SIDE)
+            for i, (dec, flag) in enumerate(zip(decoded, low.tolist(), strict=True))]
 
 
 def hash_bytes(data: bytes, *, exact: bool = False, limits: ImageLimits = _DEFAULT_LIMITS,
@@ -376,7 +420,8 @@ def hash_bytes(data: bytes, *, exact: bool = False, limits: ImageLimits = _DEFAU
     Args:
         data: the file's bytes (JPEG, PNG, WebP or GIF; the first frame of animations).
         exact: the reference path: the full safe decode, then imagehash's dhash bit for bit.
-            The default decodes JPEG luma at a DCT-reduced scale (a few bits away, ~3-4x cheaper).
+            The default decodes JPEG luma at a DCT-reduced scale (a few bits away, ~4x cheaper
+            on 0.2 MP photos).
         limits: the allow-list and pixel cap (`datakit.images.ImageLimits`).
         settings: hash knobs (benchmarks only; the defaults are the tuned ones).
 
@@ -388,12 +433,12 @@ def hash_bytes(data: bytes, *, exact: bool = False, limits: ImageLimits = _DEFAU
         ImageRejected: the bytes are not an allowed, decodable image (reason codes as
             `datakit.images.check_bytes`).
     """
-    return _result(_decode(data, exact, limits, settings.work_side), settings)
+    return _results([_decode(data, exact, limits, settings.work_side)], settings)[0]
 
 
 def hash_image(im: Image.Image, *, settings: HashSettings = DEFAULT_SETTINGS) -> HashResult:
     """Hash a picture already decoded by `datakit.images.decode` (the reference path)."""
-    return _result(_decode_reference(im.convert("L"), settings.work_side), settings)
+    return _results([_decode_reference(im.convert("L"), settings.work_side)], settings)[0]
 
 
 def hamming(a: str, b: str) -> int:
@@ -444,22 +489,33 @@ def is_near(a: HashResult, b: HashResult, *, radius: int = DEFAULT_RADIUS,
 
 
 # --------------------------------------------------------------------------------------------
-# many files: a process pool over chunks
+# many files: blocks of `_CHUNK` files (decoded one by one, hashed as a batch), in this process
+# or over a process pool
 
 _CHUNK = 64
 
 
-def _read_and_hash(path: Path, exact: bool, limits: ImageLimits, settings: HashSettings) -> HashResult | ImageRejected:
+def _read_and_decode(path: Path | str, exact: bool, limits: ImageLimits, side: int) -> _Decoded | ImageRejected:
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as fh:
+            data = fh.read()
     except FileNotFoundError:
         return ImageRejected("missing_file", str(path))
     except OSError as exc:
         return ImageRejected("decode_error", f"cannot read {path}: {type(exc).__name__}")
     try:
-        return hash_bytes(data, exact=exact, limits=limits, settings=settings)
+        return _decode(data, exact, limits, side)
     except ImageRejected as exc:
         return exc
+
+
+def _hash_block(paths: Sequence[Path | str], exact: bool, limits: ImageLimits,
+                settings: HashSettings) -> list[HashResult | ImageRejected]:
+    """Decode a block of files, then hash the decodable ones as one batch (`_results`)."""
+    got = [_read_and_decode(p, exact, limits, settings.work_side) for p in paths]
+    decoded = [g for g in got if isinstance(g, _Decoded)]
+    hashed = iter(_results(decoded, settings) if decoded else ())
+    return [g if isinstance(g, ImageRejected) else next(hashed) for g in got]
 
 
 # Exceptions pickle through their args, which ImageRejected does not keep apart: ship the pieces.
@@ -467,11 +523,8 @@ _Shipped = HashResult | tuple[str, str]
 
 
 def _hash_chunk(paths: list[str], exact: bool, limits: ImageLimits, settings: HashSettings) -> list[_Shipped]:
-    out: list[_Shipped] = []
-    for p in paths:
-        res = _read_and_hash(Path(p), exact, limits, settings)
-        out.append((res.reason, res.detail) if isinstance(res, ImageRejected) else res)
-    return out
+    return [(res.reason, res.detail) if isinstance(res, ImageRejected) else res
+            for res in _hash_block(paths, exact, limits, settings)]
 
 
 def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
@@ -525,7 +578,8 @@ def hash_paths(paths: Sequence[Path], *, exact: bool = False, workers: int = 0,
     n_workers = min(_cores() if workers <= 0 else workers, len(paths))
     if n_workers <= 1:
         with _one_blas_thread():
-            return [_read_and_hash(p, exact, limits, settings) for p in paths]
+            return [res for i in range(0, len(paths), _CHUNK)
+                    for res in _hash_block(paths[i:i + _CHUNK], exact, limits, settings)]
     # about four chunks per worker at least (large pictures), at most _CHUNK files per chunk
     size = max(1, min(_CHUNK, math.ceil(len(paths) / (4 * n_workers))))
     chunks = [[str(p) for p in paths[i:i + size]] for i in range(0, len(paths), size)]
