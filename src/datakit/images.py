@@ -132,7 +132,7 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
-def _orientation(im: Image.Image) -> int:
+def exif_orientation(im: Image.Image) -> int:
     try:
         value = im.getexif().get(_ORIENTATION, 1)
     except Exception:  # noqa: BLE001 - broken EXIF counts as "no orientation" (IMG-08)
@@ -147,7 +147,7 @@ def _has_gps(im: Image.Image) -> bool:
         return False
 
 
-def _open(data: bytes, limits: ImageLimits) -> Image.Image:
+def open_checked(data: bytes, limits: ImageLimits) -> Image.Image:
     """Open (header only) with the allow-list and our pixel cap; no pixels decoded yet."""
     kind = sniff(data)
     if kind is None:
@@ -168,7 +168,7 @@ def _open(data: bytes, limits: ImageLimits) -> Image.Image:
     return im
 
 
-def _load(im: Image.Image) -> None:
+def load_pixels(im: Image.Image) -> None:
     """Decode the first frame completely; truncation and corruption raise here."""
     try:
         im.load()
@@ -193,7 +193,7 @@ def _verify_png(data: bytes, limits: ImageLimits) -> None:
 def normalise(im: Image.Image) -> Image.Image:
     """EXIF orientation applied; 8-bit RGB. 16-bit data is scaled (not clipped); alpha and
     palette transparency are composited onto white."""
-    orientation = _orientation(im)
+    orientation = exif_orientation(im)
     if orientation != 1:
         try:
             im = ImageOps.exif_transpose(im)
@@ -246,12 +246,12 @@ def check_bytes(data: bytes, limits: ImageLimits = ImageLimits()) -> Checked:
     """
     if not data:
         raise ImageRejected("empty", "0 bytes")
-    im = _open(data, limits)
+    im = open_checked(data, limits)
     fmt = im.format or ""
     ow, oh = im.size
     if fmt == "PNG":
         _verify_png(data, limits)  # load() does not check chunk CRCs; verify() does
-    orientation = _orientation(im)
+    orientation = exif_orientation(im)
     fits = ow * oh <= limits.max_pixels
     if fmt == "JPEG" and im.mode in ("RGB", "L"):
         # libjpeg still entropy-decodes the whole stream (truncation and corrupt data raise as
@@ -259,7 +259,7 @@ def check_bytes(data: bytes, limits: ImageLimits = ImageLimits()) -> Checked:
         # Images to downsize are decoded at the smallest scale still above the target size.
         target = (max(1, ow // 8), max(1, oh // 8)) if fits else _target_size(ow, oh, limits.max_pixels)
         im.draft("L" if fits else "RGB", target)
-    _load(im)
+    load_pixels(im)
     w, h = (oh, ow) if orientation >= 5 else (ow, oh)
     if min(w, h) < limits.min_side:
         raise ImageRejected("too_small", f"{w}x{h}, min side {limits.min_side}")
@@ -289,8 +289,8 @@ def decode(data: bytes, limits: ImageLimits = ImageLimits(), *, max_pixels: int 
     Raises:
         ImageRejected: as `check_bytes`.
     """
-    im = _open(data, limits)
-    _load(im)
+    im = open_checked(data, limits)
+    load_pixels(im)
     try:
         out = normalise(im)
         if max_pixels and out.width * out.height > max_pixels:

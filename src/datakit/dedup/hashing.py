@@ -53,9 +53,9 @@ import numpy as np
 from PIL import Image
 
 from datakit.images import ImageLimits, ImageRejected, decode
-from datakit.images import _load as _load_pixels  # the shared complete-decode step (truncation -> ImageRejected)
-from datakit.images import _open as _open_checked  # allow-list and pixel cap, header only
-from datakit.images import _orientation as _exif_orientation  # broken EXIF counts as 1 (IMG-08)
+from datakit.images import exif_orientation as _exif_orientation  # broken EXIF counts as 1 (IMG-08)
+from datakit.images import load_pixels as _load_pixels  # the shared complete decode (truncation -> ImageRejected)
+from datakit.images import open_checked as _open_checked  # allow-list and pixel cap, header only
 
 __all__ = [
     "CROP_BOXES",
