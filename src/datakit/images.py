@@ -133,6 +133,7 @@ def sniff(data: bytes) -> str | None:
 
 
 def exif_orientation(im: Image.Image) -> int:
+    """The EXIF orientation (1-8); broken or odd values count as 1 (IMG-08)."""
     try:
         value = im.getexif().get(_ORIENTATION, 1)
     except Exception:  # noqa: BLE001 - broken EXIF counts as "no orientation" (IMG-08)
