@@ -367,14 +367,19 @@ class ImageStore:
 
     def objects(self) -> dict[str, Path]:
         """Every stored object, keyed by image_id (file stem)."""
-        out: dict[str, Path] = {}
-        images = self.folder / "images"
-        if not images.exists():
-            return out
-        for shard in images.iterdir():
-            if not shard.is_dir():
-                continue
-            for p in shard.iterdir():
-                if p.is_file() and not p.name.endswith(TMP_SUFFIX) and not p.name.startswith("."):
-                    out[p.stem] = p
+        return stored_objects(self.folder)
+
+
+def stored_objects(folder: Path) -> dict[str, Path]:
+    """Every object of the store in `folder` (`images/<id[:2]>/<id>.<ext>`), keyed by image_id."""
+    out: dict[str, Path] = {}
+    images = Path(folder) / "images"
+    if not images.exists():
         return out
+    for shard in images.iterdir():
+        if not shard.is_dir():
+            continue
+        for p in shard.iterdir():
+            if p.is_file() and not p.name.endswith(TMP_SUFFIX) and not p.name.startswith("."):
+                out[p.stem] = p
+    return out

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from datakit.errors import ManifestError
 from datakit.fsutil import TMP_SUFFIX
-from datakit.images import ImageStore
+from datakit.images import stored_objects
 from datakit.manifest import FAILURES, MANIFEST, find_project_root, read_table, resolve
 
 
@@ -68,9 +68,7 @@ def verify(folder: Path, *, hashes: bool = True) -> VerifyReport:
             rep.checked += 1
             if _sha256(path) != image_id:
                 rep.problems.append(f"row {i}: {rel} does not hash to its image_id {image_id[:12]}...")
-    own = ImageStore.__new__(ImageStore)
-    own.folder = folder
-    for path in own.objects().values():
+    for path in stored_objects(folder).values():
         if path.absolute() not in referenced:
             rep.problems.append(f"orphan object without a manifest row: {path.relative_to(folder)}")
     tmps = [p for p in folder.rglob("*" + TMP_SUFFIX) if p.is_file()]
