@@ -72,9 +72,10 @@ def write_gallery(df: pd.DataFrame, root: Path, report: dict, path: Path, *, lar
     )
     parts.append(f"<table>{summary}</table>")
     parts.append(f"<h2>Label conflicts ({len(conflict_groups)} groups)</h2>")
-    parts.extend(_group_html(root, df[df["dup_group"] == g], True) for g in conflict_groups)
+    by_group = dict(iter(df[df["dup_group"].isin(set(conflict_groups) | set(multi))].groupby("dup_group")))
+    parts.extend(_group_html(root, by_group[g], True) for g in conflict_groups)
     parts.append(f"<h2>Largest groups (top {len(multi)})</h2>")
-    parts.extend(_group_html(root, df[df["dup_group"] == g], False) for g in multi)
+    parts.extend(_group_html(root, by_group[g], False) for g in multi)
     atomic_write_text(path, "\n".join(parts) + "\n")
 
 

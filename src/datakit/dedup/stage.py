@@ -212,11 +212,8 @@ def _mark_against(df: pd.DataFrame, against: pd.DataFrame, params: DedupParams) 
 def _report(df: pd.DataFrame, params: DedupParams, pairs: pd.DataFrame, t_hash: float, total: float, n_against: int) -> dict[str, Any]:
     sizes = df.groupby("dup_group").size()
     multi = sizes[sizes > 1]
-    exact_groups = 0
-    for g in multi.index:
-        hs = df.loc[df["dup_group"] == g, "dhash"]
-        if hs.nunique(dropna=False) == 1:
-            exact_groups += 1
+    distinct = df.groupby("dup_group")["dhash"].nunique(dropna=False)
+    exact_groups = int((distinct[multi.index] == 1).sum())
     before = df["label"].value_counts().sort_index()
     after = df.loc[df["keep"], "label"].value_counts().reindex(before.index, fill_value=0)
     reasons = df.loc[~df["keep"], "dedup_reason"].value_counts().to_dict()
