@@ -204,15 +204,23 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, provider_server) -> Non
         st.overrides[rank] = f"/slow/200/openverse-r{rank}.jpg"
     args = ["scrape", "--provider", "openverse", "--endpoint", provider_server.base_url, "--allow-private",
             "--params", params, "--out", tmp_path / "out", "--report", tmp_path / "r.json"]
+    journal = tmp_path / "out" / ".datakit" / "journal.jsonl"
+
+    def settled() -> set[str]:
+        if not journal.exists():
+            return set()
+        return {json.loads(x)["key"] for x in journal.read_text().splitlines() if x.strip().endswith("}")}
+
     settled_before: set[str] = set()
-    for delay in (1.4, 1.7, 2.0):
+    for extra in (0.05, 0.3, 0.6):  # kill a little after new results settle, at different moments
         proc = subprocess.Popen(datakit_cmd(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
+        deadline = time.monotonic() + 60
+        while len(settled()) <= len(settled_before) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        time.sleep(extra)
         proc.kill()
         proc.wait()
-        journal = tmp_path / "out" / ".datakit" / "journal.jsonl"
-        if journal.exists():
-            settled_before = {json.loads(x)["key"] for x in journal.read_text().splitlines() if x.strip().startswith("{")}
+        settled_before = settled()
     assert settled_before, "no result settled before the kills: slow the server down"
     gets_before = len(image_requests(provider_server))
     done = run_subprocess(*args)
