@@ -172,6 +172,7 @@ class Params(_Model):
     dedup: DedupParams = Field(default_factory=DedupParams)
     split: SplitParams = Field(default_factory=SplitParams)
     audit: AuditParams = Field(default_factory=AuditParams)
+    augment: dict[str, Any] = Field(default_factory=dict)  # validated by datakit.augment.parse_augment
 
 
 class _StrictLoader(yaml.SafeLoader):

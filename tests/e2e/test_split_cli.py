@@ -95,3 +95,34 @@ def test_audit_passes_a_datakit_split_and_fails_a_planted_leak(tmp_path) -> None
     res = invoke("audit", tmp_path / "folders", "--report", tmp_path / "audit2.json")
     assert res.exit_code == 1
     assert "planted.jpg" in res.output and train_file.name in res.output
+
+
+def test_augment_touches_only_train_and_audit_still_passes(tmp_path) -> None:  # SPL-05
+    _pipeline(tmp_path, "v1", ["vest", "hoodie"])
+    assert invoke("split", tmp_path / "dedup-v1", "--out", tmp_path / "split", "--report", tmp_path / "s.json").exit_code == 0
+    params = tmp_path / "aug.yaml"
+    params.write_text("augment: {preset: fashion, variants: 2, seed: 3}\n")
+    res = invoke("augment", tmp_path / "split", "--out", tmp_path / "augment", "--params", params,
+                 "--report", tmp_path / "augment.json")
+    assert res.exit_code == 0, res.output
+    df = pd.read_parquet(tmp_path / "augment" / "manifest.parquet")
+    parents = df[(df["origin"] != "augmented") & df["keep"].fillna(False).astype(bool) & (df["split"] == "train")]
+    variants = df[df["origin"] == "augmented"]
+    assert len(variants) == 2 * len(parents)
+    assert set(variants["split"]) == {"train"}
+    by_id = df.set_index("image_id")
+    for _, v in variants.iterrows():
+        parent = by_id.loc[v["parent_ids"][0]]
+        assert (v["split"], v["label"], v["dup_group"]) == (parent["split"], parent["label"], parent["dup_group"])
+    rep = json.loads((tmp_path / "augment.json").read_text())
+    assert rep["variants"] == len(variants) and rep["pipeline"]["albumentations_version"].startswith("2.0")
+    res = invoke("audit", tmp_path / "augment", "--report", tmp_path / "audit.json")
+    assert res.exit_code == 0, res.output  # variants never reach val/test
+
+
+def test_bad_augment_params_name_the_key(tmp_path) -> None:
+    params = tmp_path / "aug.yaml"
+    params.write_text("augment: {transforms: [{name: HorizntalFlip}]}\n")
+    (tmp_path / "in").mkdir()
+    res = invoke("augment", tmp_path / "in", "--out", tmp_path / "out", "--params", params)
+    assert res.exit_code == 1 and "augment.transforms[0].name" in res.output and "HorizontalFlip" in res.output

@@ -1,0 +1,387 @@
+"""`datakit augment`: K seeded albumentations variants per train image, written as new rows.
+
+The rules (issue 5, house style 8/12/14, reliability.md SPL-05, IMG-16):
+
+* only rows with `split == "train"` and `keep` true are parents; val and test are never touched;
+* the pipeline is a preset (`fashion`, `no-flip`, `aerial`, `none`) or an explicit list of
+  albumentations transforms (`{"name": "HorizontalFlip", "p": 0.5, ...}`), validated when the
+  params are loaded: an unknown name or a bad argument is a `ParamsError` naming
+  `augment.transforms[i]`;
+* randomness is drawn per variant from `sha256(f"{seed}:{image_id}:{k}")`, never from global state,
+  so the same params give byte-identical files; each variant row records the parameters the
+  transforms sampled (`augment_params`, JSON);
+* a variant row copies its parent's columns (label, split, dup_group, split_group, provenance)
+  and gets its own `image_id`, `path`, `width`, `height`, `format`, `bytes`, plus
+  `origin="augmented"` and `parent_ids=[parent]`;
+* a variant whose decode or transform fails is skipped and reported (`transform_error`), never
+  raised; the run goes on.
+
+`build_pipeline(params)` is what the training loop imports for on-the-fly augmentation, so
+offline and online use one definition (`size=` swaps the size-keeping crop for a
+RandomResizedCrop to the training size).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import inspect
+import io
+import json
+import random
+from pathlib import Path
+from typing import Any, Literal
+
+import albumentations as A
+import numpy as np
+import pandas as pd
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from datakit.errors import ParamsError
+from datakit.images import EXTENSIONS, ImageRejected, ImageStore, load_image
+from datakit.manifest import relpath
+
+KEY = "augment"
+ORIGINAL = "original"
+AUGMENTED = "augmented"
+_BORDER_REFLECT_101 = 4  # cv2.BORDER_REFLECT_101: no black corners after a small rotation
+
+# Presets are data in the same shape as an explicit `transforms` list, so both take one path
+# through validation, construction and `resolved_config`.
+_FASHION_GEOMETRY: list[dict[str, Any]] = [
+    {
+        "name": "Affine",
+        "rotate": [-10, 10],
+        "scale": [0.92, 1.08],
+        "translate_percent": [-0.05, 0.05],
+        "border_mode": _BORDER_REFLECT_101,
+        "p": 0.7,
+    },
+    # A slight crop resized back to the input size: area 0.85-1 means up to ~4% off each side.
+    {"name": "CropAndPad", "percent": [-0.04, 0.0], "keep_size": True, "sample_independently": True, "p": 0.5},
+]
+_FASHION_COLOUR: list[dict[str, Any]] = [
+    {"name": "RandomBrightnessContrast", "brightness_limit": 0.15, "contrast_limit": 0.15, "p": 0.5},
+    {"name": "HueSaturationValue", "hue_shift_limit": 8, "sat_shift_limit": 15, "val_shift_limit": 10, "p": 0.4},
+]
+PRESETS: dict[str, list[dict[str, Any]]] = {
+    "fashion": [{"name": "HorizontalFlip", "p": 0.5}, *_FASHION_GEOMETRY, *_FASHION_COLOUR],
+    # Text and characters: a mirror image changes the label, so no flip of any kind.
+    "no-flip": [*_FASHION_GEOMETRY, *_FASHION_COLOUR],
+    # Seen from above, every orientation is equally true.
+    "aerial": [
+        {"name": "HorizontalFlip", "p": 0.5},
+        {"name": "VerticalFlip", "p": 0.5},
+        {"name": "RandomRotate90", "p": 0.5},
+        {"name": "RandomBrightnessContrast", "brightness_limit": 0.15, "contrast_limit": 0.1, "p": 0.5},
+    ],
+    "none": [],
+}
+FLIPS = frozenset({"HorizontalFlip", "VerticalFlip", "Transpose", "D4", "SquareSymmetry"})
+
+# Columns that describe the parent's bytes or pixels; a variant has other bytes, so they are
+# emptied rather than copied.
+_PIXEL_COLUMNS = (
+    "orig_width",
+    "orig_height",
+    "downsized",
+    "has_gps",
+    "content_type",
+    "content_type_mismatch",
+    "dhash",
+    "dhash_crops",
+    "low_information",
+)
+# Bookkeeping entries of albumentations' applied params that are not sampled values.
+_UNSAMPLED = frozenset({"shape", "bbox_matrix", "output_shape", "result_shape"})
+
+
+def _transform_classes() -> dict[str, type]:
+    """Every single (non-compose) transform albumentations exports, by class name."""
+    out: dict[str, type] = {}
+    for name in dir(A):
+        obj = getattr(A, name)
+        if inspect.isclass(obj) and issubclass(obj, A.BasicTransform) and not inspect.isabstract(obj):
+            if obj.__module__.startswith("albumentations.core"):
+                continue  # base classes (BasicTransform, DualTransform, ...), not usable alone
+            out[name] = obj
+    return out
+
+
+_CLASSES = _transform_classes()
+
+
+def _build_transform(spec: Any, key: str) -> A.BasicTransform:
+    """One transform from `{"name": ..., **kwargs}`; errors name `key` (augment.transforms[i])."""
+    if not isinstance(spec, dict):
+        raise ParamsError(f"{key}: expected a mapping like {{name: HorizontalFlip, p: 0.5}} (got {spec!r})")
+    name = spec.get("name")
+    if not isinstance(name, str) or not name:
+        raise ParamsError(f"{key}.name: a transform name is required (got {name!r})")
+    cls = _CLASSES.get(name)
+    if cls is None:
+        close = difflib.get_close_matches(name, list(_CLASSES), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ParamsError(f"{key}.name: unknown albumentations transform {name!r}{hint}")
+    kwargs = {k: v for k, v in spec.items() if k != "name"}
+    # albumentations only warns about unknown arguments; here they are errors.
+    accepted = {p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")}
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise ParamsError(
+            f"{key}: {name} has no argument(s) {', '.join(unknown)} (allowed: {', '.join(sorted(accepted))})"
+        )
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        # albumentations re-raises its InitSchema ValidationError as a ValueError; list its
+        # errors compactly (field: message) rather than pydantic's multi-line dump.
+        cause = exc if isinstance(exc, ValidationError) else exc.__cause__
+        if isinstance(cause, ValidationError):
+            detail = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in cause.errors())
+        else:
+            detail = " ".join(str(exc).split())
+        raise ParamsError(f"{key}: {name}({_short(kwargs)}) is invalid: {detail}") from None
+
+
+def _short(kwargs: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+
+
+class AugmentParams(BaseModel):
+    """params.yaml `augment:`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    preset: Literal["fashion", "no-flip", "aerial", "none"] = Field(
+        "fashion", description="named pipeline; ignored when `transforms` is given"
+    )
+    transforms: list[dict[str, Any]] | None = Field(
+        None, description="explicit albumentations pipeline: [{name: HorizontalFlip, p: 0.5, ...}]"
+    )
+    variants: int = Field(2, ge=0, le=50, description="augmented variants per train image")
+    seed: int = 0
+    format: Literal["JPEG", "PNG"] = "JPEG"
+    quality: int = Field(92, ge=1, le=100, description="JPEG quality of the variants")
+
+    @field_validator("transforms")
+    @classmethod
+    def _valid_transforms(cls, v: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if v is not None:
+            for i, spec in enumerate(v):
+                _build_transform(spec, f"{KEY}.transforms[{i}]")  # raises ParamsError (a ValueError)
+        return v
+
+    def spec(self) -> list[dict[str, Any]]:
+        """The transform list in force: the explicit one, else the preset's."""
+        return [dict(t) for t in (self.transforms if self.transforms is not None else PRESETS[self.preset])]
+
+
+def parse_augment(data: dict[str, Any] | None, prefix: str = KEY) -> AugmentParams:
+    """Validate an `augment:` mapping; any error is a ParamsError naming the key."""
+    try:
+        return AugmentParams.model_validate(data or {})
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            cause = (err.get("ctx") or {}).get("error")
+            if isinstance(cause, ParamsError):
+                lines.append(str(cause))
+                continue
+            loc = ".".join(str(p) for p in err["loc"])
+            key = f"{prefix}.{loc}" if loc else prefix
+            if err["type"] == "extra_forbidden":
+                lines.append(f"{key}: unknown key (allowed: {', '.join(AugmentParams.model_fields)})")
+            else:
+                value = err.get("input")
+                shown = f" (got {value!r})" if not isinstance(value, (dict, list)) else ""
+                lines.append(f"{key}: {err['msg']}{shown}")
+        raise ParamsError("; ".join(lines)) from None
+
+
+def build_pipeline(params: AugmentParams, *, size: tuple[int, int] | None = None) -> A.Compose:
+    """The albumentations pipeline for `params`. Offline (size None) every transform keeps the
+    image size; with `size=(h, w)` (training) the presets' slight crop becomes a
+    RandomResizedCrop to that size (scale 0.85-1), and explicit pipelines get a final Resize."""
+    specs = params.spec()
+    transforms = []
+    for i, spec in enumerate(specs):
+        key = f"{KEY}.transforms[{i}]" if params.transforms is not None else f"{KEY}.preset[{params.preset}][{i}]"
+        if size is not None and params.transforms is None and spec.get("name") == "CropAndPad":
+            spec = {
+                "name": "RandomResizedCrop",
+                "size": list(size),
+                "scale": [0.85, 1.0],
+                "ratio": [0.9, 1.1],
+                "p": 1.0,
+            }
+        transforms.append(_build_transform(spec, key))
+    if size is not None and not any(isinstance(t, A.RandomResizedCrop) for t in transforms):
+        transforms.append(A.Resize(height=size[0], width=size[1]))
+    return A.Compose(transforms, save_applied_params=True)
+
+
+def resolved_config(params: AugmentParams) -> dict[str, Any]:
+    """What `reports/augment.json` records: the params, the pipeline as albumentations
+    serialises it, and the library version (house style 14)."""
+    pipeline = build_pipeline(params)
+    return _jsonable(
+        {
+            "albumentations_version": A.__version__,
+            "source": "transforms" if params.transforms is not None else f"preset:{params.preset}",
+            "params": params.model_dump(),
+            "transforms": params.spec(),
+            "pipeline": A.to_dict(pipeline),
+            "seeding": "per variant: int.from_bytes(sha256(f'{seed}:{image_id}:{k}')[:8], 'big')",
+        }
+    )
+
+
+def variant_seed(seed: int, image_id: str, k: int) -> int:
+    """The seed of variant `k` of `image_id` (independent of order, process and PYTHONHASHSEED)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{image_id}:{k}".encode()).digest()[:8], "big")
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return repr(obj)
+
+
+def apply(pipeline: A.Compose, image: np.ndarray, seed: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Run `pipeline` on `image` with randomness drawn only from `seed`; returns the image and
+    the applied transforms with their sampled parameters (JSON-ready, in order)."""
+    pipeline.set_random_state(np.random.default_rng(seed), random.Random(seed))
+    out = pipeline(image=image)
+    applied = [
+        {"name": name, "params": _jsonable({k: v for k, v in p.items() if k not in _UNSAMPLED})}
+        for name, p in out.get("applied_transforms", [])
+    ]
+    return out["image"], applied
+
+
+def encode(pixels: np.ndarray, fmt: str, quality: int) -> bytes:
+    im = Image.fromarray(np.ascontiguousarray(pixels).astype(np.uint8, copy=False))
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    buf = io.BytesIO()
+    if fmt == "JPEG":
+        im.save(buf, "JPEG", quality=quality)
+    else:
+        im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _parents_mask(df: pd.DataFrame) -> pd.Series:
+    train = df["split"].eq("train") if "split" in df.columns else pd.Series(False, index=df.index)
+    # Same reading of `keep` as split.py: a missing value is not kept.
+    keep = df["keep"].fillna(False).astype(bool) if "keep" in df.columns else pd.Series(True, index=df.index)
+    return train & keep
+
+
+def run(
+    df: pd.DataFrame,
+    params: AugmentParams,
+    *,
+    root: Path,
+    store: ImageStore,
+    failures: list[dict[str, Any]] | None = None,
+) -> pd.DataFrame:
+    """The manifest with `params.variants` augmented rows added per kept train image.
+
+    Rows already marked `origin == "augmented"` (an earlier run) are dropped and regenerated,
+    which gives the same files again. Failed variants are appended to `failures` (when given) as
+    `{image_id (parent), variant, label, reason, detail}` and skipped.
+    """
+    root = Path(root)
+    out = df.copy()
+    if "origin" in out.columns:
+        out = out[out["origin"].fillna(ORIGINAL) != AUGMENTED].copy()
+        out["origin"] = out["origin"].fillna(ORIGINAL)
+    else:
+        out["origin"] = ORIGINAL
+    out["parent_ids"] = [[] for _ in range(len(out))]
+    if "augment_params" not in out.columns:
+        out["augment_params"] = None
+    out = out.reset_index(drop=True)
+    failed = failures if failures is not None else []
+    if params.variants == 0 or not params.spec():
+        return out
+
+    pipeline = build_pipeline(params)
+    ext = EXTENSIONS[params.format]
+    seen: set[str] = set(out["image_id"].astype(str))
+    rows: list[dict[str, Any]] = []
+    parents = out[_parents_mask(out) & out["origin"].eq(ORIGINAL)]
+    for parent in parents.to_dict("records"):
+        pid = str(parent["image_id"])
+
+        def fail(k: int | None, reason: str, detail: str, _p: dict[str, Any] = parent) -> None:
+            failed.append(
+                {
+                    "image_id": str(_p["image_id"]),
+                    "variant": k,
+                    "label": _p.get("label"),
+                    "reason": reason,
+                    "detail": detail,
+                }
+            )
+
+        try:
+            pixels = np.asarray(load_image(root, str(parent["path"])))
+        except ImageRejected as exc:
+            fail(None, exc.reason, exc.detail)
+            continue
+        except OSError as exc:
+            fail(None, "missing_file" if isinstance(exc, FileNotFoundError) else "decode_error", str(exc))
+            continue
+        for k in range(params.variants):
+            seed = variant_seed(params.seed, pid, k)
+            try:
+                result, applied = apply(pipeline, pixels, seed)
+                data = encode(result, params.format, params.quality)
+            except Exception as exc:  # noqa: BLE001 - one bad variant never stops the run (IMG-16)
+                fail(k, "transform_error", f"{type(exc).__name__}: {exc}")
+                continue
+            image_id, rel = store.put(data, ext)
+            if image_id in seen:
+                # The transforms sampled nothing visible twice: identical bytes are one image.
+                fail(k, "duplicate_bytes", f"same bytes as {image_id}")
+                continue
+            seen.add(image_id)
+            row = dict(parent)
+            for col in _PIXEL_COLUMNS:
+                if col in row:
+                    row[col] = None
+            row.update(
+                image_id=image_id,
+                path=relpath(root, store.folder / rel),
+                width=int(result.shape[1]),
+                height=int(result.shape[0]),
+                format=params.format,
+                bytes=len(data),
+                origin=AUGMENTED,
+                parent_ids=[pid],
+                augment_params=json.dumps({"seed": seed, "variant": k, "applied": applied}, sort_keys=True),
+            )
+            rows.append(row)
+    if not rows:
+        return out
+    new = pd.DataFrame(rows, columns=out.columns)
+    for col in out.columns:
+        # Keep the manifest's column types (a str column emptied for variants stays str).
+        if new[col].dtype != out[col].dtype:
+            try:
+                new[col] = new[col].astype(out[col].dtype)
+            except (TypeError, ValueError):
+                pass
+    return pd.concat([out, new], ignore_index=True)
