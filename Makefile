@@ -26,7 +26,9 @@ demo: venv
 	    --out demo-out/split --report demo-out/reports/split.json
 	$(BIN)/datakit audit demo-out/split --params pipelines/demo/params.yaml --report demo-out/reports/audit.json
 	$(BIN)/datakit export demo-out/split --out demo-out/imagefolder
-	@echo "demo: stage folders demo-out/{scrape,dedup,split}, duplicate gallery demo-out/dedup/gallery.html,"
+	$(BIN)/datakit augment demo-out/split --params pipelines/demo/params.yaml \
+	    --out demo-out/augment --report demo-out/reports/augment.json
+	@echo "demo: stage folders demo-out/{scrape,dedup,split,augment}, duplicate gallery demo-out/dedup/gallery.html,"
 	@echo "      class folders demo-out/imagefolder/{train,val,test}, figures demo-out/reports/*.json"
 
 test: venv
