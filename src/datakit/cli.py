@@ -211,7 +211,7 @@ dedup_app = typer.Typer(
         "  datakit dedup calibrate data/scrape          (precision/recall per radius on your images)"
     ),
 )
-app.add_typer(dedup_app, name="dedup")
+app.add_typer(dedup_app, name="dedup", short_help="Find exact, near and re-cropped duplicates; keep one per group; flag label conflicts.")
 
 
 @dedup_app.command(
@@ -330,9 +330,11 @@ def split(
     seed: Annotated[Optional[int], typer.Option(help="Split seed (params: split.seed).")] = None,
     report: Annotated[Path, typer.Option(help="Where to write the stage's figures (DVC metrics).")] = Path("reports/split.json"),
 ) -> None:
-    """Assign every kept image to train/val/test without leakage: a duplicate group (and any
-    split.group_by column) never straddles splits, every class is in every split, class
-    proportions hold within one group, and --previous keeps an old test set the test set."""
+    """Assign every kept image to train/val/test (and folds) without leakage.
+
+    A duplicate group (joined with any split.group_by column) never straddles splits, every class
+    is in every split, class proportions hold within one group, and --previous keeps an old test
+    set the test set. Writes OUT/manifest.parquet with split_group, split (and fold)."""
     from datakit.dedup import load_input
     from datakit.fsutil import folder_lock
     from datakit.manifest import MANIFEST, read_table, write_table
@@ -376,9 +378,10 @@ def export(
     link: Annotated[str, typer.Option(help="hardlink (default; shares storage with the store, so never edit exported files), copy or symlink.")] = "hardlink",
     splits: Annotated[Optional[list[str]], typer.Option("--split", help="Only these splits (repeatable).")] = None,
 ) -> None:
-    """Materialise a split as class folders for tools that read folders. Rows with keep=False or
-    no split are skipped and counted. Each split folder is rebuilt beside the old one and swapped
-    in, so a killed export never leaves half a folder."""
+    """Write a split as class folders (torchvision ImageFolder, Keras, fastai, Hugging Face).
+
+    Rows with keep=False or no split are skipped and counted. Each split folder is rebuilt beside
+    the old one and swapped in, so a killed export never leaves half a folder."""
     from datakit.export import export_manifest
 
     try:
@@ -404,10 +407,12 @@ def audit(
     trust_hashes: Annotated[bool, typer.Option("--trust-hashes", help="Reuse the manifest's dhash/image_id instead of re-reading every file.")] = False,
     report: Annotated[Path, typer.Option(help="Where to write the audit (DVC metrics).")] = Path("reports/audit.json"),
 ) -> None:
-    """Re-check a split independently: exact (sha256) and near (dhash, plus deepchecks-style
-    average_hash) pairs across splits, label conflicts, per-class counts per split, class
-    proportion deviation, classes missing from a split. Exits 1 when cross-split leaks exceed
-    the maximum, so it can gate a DVC pipeline."""
+    """Re-check a split independently for leaks and balance; exit 1 above audit.max_leaks.
+
+    Exact (sha256) and near (dhash, plus a deepchecks-style average_hash oracle) pairs across
+    splits, label conflicts, per-class counts per split, class proportion deviation, classes
+    missing from a split. Works on a split manifest or on SPLIT/LABEL/ folders you already have,
+    and can gate a DVC pipeline."""
     from datakit.audit import audit_folder, audit_manifest
     from datakit.manifest import MANIFEST, find_project_root, read_manifest
     from datakit.params import load_params, override
@@ -444,10 +449,12 @@ def augment(
     params_file: Annotated[Optional[Path], typer.Option("--params", help="params.yaml to read (default: ./params.yaml if present).")] = None,
     report: Annotated[Path, typer.Option(help="Where to write the resolved pipeline and counts (DVC metrics).")] = Path("reports/augment.json"),
 ) -> None:
-    """Write K augmented variants of every kept train image (val and test are never touched), as
-    new rows with origin=augmented, parent_ids and the sampled transform parameters, in their
-    parent's group and split. The pipeline comes from params.yaml `augment` (a preset: fashion,
-    no-flip, aerial, none; or a list of albumentations transforms) and is seeded per image."""
+    """Write augmented variants of the kept train images (val and test are never touched).
+
+    K variants per image become new rows with origin=augmented, parent_ids and the sampled
+    transform parameters, in their parent's group and split. The pipeline comes from params.yaml
+    `augment` (a preset: fashion, no-flip, aerial, none; or a list of albumentations transforms)
+    and is seeded per image."""
     from datakit.augment import parse_augment, resolved_config
     from datakit.augment import run as run_augment
     from datakit.dedup import load_input
@@ -486,8 +493,10 @@ def verify(
     folder: Annotated[Path, typer.Argument(help="A stage folder holding manifest.parquet.", exists=True, file_okay=False)],
     no_hash: Annotated[bool, typer.Option("--no-hash", help="Skip re-hashing files (faster, weaker).")] = False,
 ) -> None:
-    """Check a stage folder: every manifest row's file exists and hashes to its image_id, no
-    orphan objects, no *.tmp leftovers, and stored + failures == results. Exits 1 on any breach."""
+    """Check a stage folder's manifest against its files; exit 1 on any breach.
+
+    Every row's file exists and hashes to its image_id, no orphan objects, no *.tmp leftovers,
+    and (scrape) stored + failures == results."""
     from datakit.verify import verify as run_verify
 
     rep = run_verify(folder, hashes=not no_hash)
