@@ -488,6 +488,60 @@ def augment(
               f"manifest: {out_dir / MANIFEST}   pipeline: {report}")
 
 
+@app.command(
+    epilog=(
+        "Examples:\n\n  datakit balance data/augment --out data/balance\n\n"
+        "  params.yaml: balance: {strategy: oversample, target: auto}\n\n"
+        "  params.yaml: balance: {strategy: undersample, target: {vest: 100, hoodie: 100}}"
+    )
+)
+def balance(
+    input_dir: Annotated[Path, typer.Argument(metavar="INPUT", help="A split or augment folder (manifest.parquet with split).", exists=True)],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder: manifest.parquet and images/ of new rows.", file_okay=False)],
+    params_file: Annotated[Optional[Path], typer.Option("--params", help="params.yaml to read (default: ./params.yaml if present).")] = None,
+    report: Annotated[Path, typer.Option(help="Where to write counts before/after and class weights (DVC metrics).")] = Path("reports/balance.json"),
+) -> None:
+    """Even out the train classes: oversample, undersample, class weights or pixel SMOTE.
+
+    balance.strategy: oversample (repeat minority images through the augment pipeline, so copies
+    differ), undersample (rows marked keep=False, never deleted), class_weights (OUT/class_weights.json
+    for the trainer), smote_pixels (imbalanced-learn SMOTE on small pixel arrays: blended images,
+    the weaker option). Targets take imbalanced-learn's forms (auto, a ratio, a per-class dict).
+    Only original train rows count; val and test are never touched."""
+    from datakit.augment import parse_augment
+    from datakit.balance import parse_balance
+    from datakit.balance import run as run_balance
+    from datakit.dedup import load_input
+    from datakit.fsutil import atomic_write_text, folder_lock
+    from datakit.images import ImageStore
+    from datakit.manifest import MANIFEST, write_table
+    from datakit.params import load_params
+
+    try:
+        params = load_params(params_file)
+        p = parse_balance(params.balance)
+        aug = parse_augment(params.augment)
+        df, root = load_input(input_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with folder_lock(out_dir, "datakit balance"):
+            failures: list[dict[str, Any]] = []
+            result, rep = run_balance(df, p, root=root, store=ImageStore(out_dir), augment=aug, failures=failures)
+            write_table(result, out_dir / MANIFEST)
+            atomic_write_text(out_dir / "class_weights.json", json.dumps(rep["class_weights"], indent=2, sort_keys=True) + "\n")
+    except DatakitError as exc:
+        raise _fail(exc) from None
+    _write_report(report, rep)
+    t = Table(title=f"balance ({p.strategy}): train images per class")
+    for col in ("label", "before", "after", "weight"):
+        t.add_column(col, justify="left" if col == "label" else "right")
+    for label, before in rep["counts_before"].items():
+        t.add_row(label, str(before), str(rep["counts_after"].get(label, before)), f"{rep['class_weights'].get(label, 0):.3f}")
+    out.print(t)
+    out.print(f"imbalance (largest/smallest class) {rep['imbalance_before']} -> {rep['imbalance_after']}; "
+              f"added {rep['rows_added'] or 'none'}, undersampled {rep['rows_undersampled']}\n"
+              f"manifest: {out_dir / MANIFEST}   weights: {out_dir / 'class_weights.json'}")
+
+
 @app.command(epilog="Example:\n\n  datakit verify data/scrape")
 def verify(
     folder: Annotated[Path, typer.Argument(help="A stage folder holding manifest.parquet.", exists=True, file_okay=False)],

@@ -115,6 +115,7 @@ REASONS: dict[str, str] = {
     "duplicate_url": "the same URL was already fetched for an earlier result",
     "duplicate_bytes": "the same bytes are already stored (see image_id)",
     "missing_file": "the local file named by the source does not exist",
+    "smote_too_few": "a class had fewer than two readable images to interpolate between",
 }
 
 

@@ -173,6 +173,7 @@ class Params(_Model):
     split: SplitParams = Field(default_factory=SplitParams)
     audit: AuditParams = Field(default_factory=AuditParams)
     augment: dict[str, Any] = Field(default_factory=dict)  # validated by datakit.augment.parse_augment
+    balance: dict[str, Any] = Field(default_factory=dict)  # validated by datakit.balance.parse_balance
 
 
 class _StrictLoader(yaml.SafeLoader):

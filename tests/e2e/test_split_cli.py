@@ -126,3 +126,32 @@ def test_bad_augment_params_name_the_key(tmp_path) -> None:
     (tmp_path / "in").mkdir()
     res = invoke("augment", tmp_path / "in", "--out", tmp_path / "out", "--params", params)
     assert res.exit_code == 1 and "augment.transforms[0].name" in res.output and "HorizontalFlip" in res.output
+
+
+@pytest.mark.parametrize("strategy", ["oversample", "undersample", "class_weights"])
+def test_balance_only_touches_train(tmp_path, strategy: str) -> None:
+    _pipeline(tmp_path, "v1", ["vest", "hoodie"])
+    assert invoke("split", tmp_path / "dedup-v1", "--out", tmp_path / "split", "--report", tmp_path / "s.json").exit_code == 0
+    split_df = pd.read_parquet(tmp_path / "split" / "manifest.parquet")
+    # make the classes uneven: drop most hoodies from train
+    hoodies = split_df[(split_df["label"] == "hoodie") & (split_df["split"] == "train") & split_df["keep"]]
+    split_df.loc[hoodies.index[: len(hoodies) * 2 // 3], "keep"] = False
+    from datakit.manifest import write_table
+
+    write_table(split_df, tmp_path / "split" / "manifest.parquet")
+    params = tmp_path / "bal.yaml"
+    params.write_text(f"balance: {{strategy: {strategy}, target: auto, seed: 1}}\naugment: {{preset: fashion}}\n")
+    res = invoke("balance", tmp_path / "split", "--out", tmp_path / "balance", "--params", params,
+                 "--report", tmp_path / "balance.json")
+    assert res.exit_code == 0, res.output
+    out = pd.read_parquet(tmp_path / "balance" / "manifest.parquet")
+    before = split_df[split_df["split"] != "train"].set_index("image_id")
+    after = out[out["split"] != "train"].set_index("image_id")
+    assert set(before.index) == set(after.index)  # val/test untouched
+    assert (after.loc[before.index, "keep"].fillna(False) == before["keep"].fillna(False)).all()
+    assert len(out) >= len(split_df)  # never drops a row
+    rep = json.loads((tmp_path / "balance.json").read_text())
+    weights = json.loads((tmp_path / "balance" / "class_weights.json").read_text())
+    assert set(weights) == {"vest", "hoodie"}
+    if strategy != "class_weights":
+        assert rep["imbalance_after"] < rep["imbalance_before"]

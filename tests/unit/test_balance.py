@@ -1,0 +1,256 @@
+"""datakit balance: targets normalised early, train-only resampling, rows marked never dropped."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from datakit.augment import AugmentParams
+from datakit.balance import BalanceParams, class_weights, normalise_target, parse_balance, run
+from datakit.errors import ParamsError
+from datakit.images import ImageStore
+from datakit.manifest import relpath
+
+TRAIN = {"a": 12, "b": 4, "c": 2}
+OTHER = [("val", "a"), ("val", "b"), ("val", "c"), ("test", "a"), ("test", "c")]
+
+
+def _png(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    img = np.zeros((40, 48, 3), np.uint8)
+    img[:, :24] = rng.integers(0, 255, 3)
+    img[12:, :] += rng.integers(0, 60, (28, 48, 3)).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _manifest(root: Path) -> pd.DataFrame:
+    store = ImageStore(root / "data" / "raw")
+    plan = [("train", label) for label, n in TRAIN.items() for _ in range(n)] + OTHER
+    rows = []
+    for i, (split, label) in enumerate(plan):
+        data = _png(i)
+        image_id, rel = store.put(data, "png")
+        rows.append(
+            {
+                "image_id": image_id,
+                "path": relpath(root, store.folder / rel),
+                "label": label,
+                "width": 48,
+                "height": 40,
+                "format": "PNG",
+                "bytes": len(data),
+                "dhash": f"{i:064x}",
+                "dup_group": f"g{i}",
+                "split_group": f"g{i}",
+                "keep": True,
+                "split": split,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> tuple[Path, pd.DataFrame]:
+    return tmp_path, _manifest(tmp_path)
+
+
+def _run(root: Path, df: pd.DataFrame, **kw):
+    augment = kw.pop("augment", None)
+    return run(df, BalanceParams(**kw), root=root, store=ImageStore(root / "data" / "balanced"), augment=augment)
+
+
+def _non_train_unchanged(before: pd.DataFrame, after: pd.DataFrame) -> None:
+    cols = list(before.columns)
+    b = before[before["split"] != "train"].reset_index(drop=True)
+    a = after[after["split"] != "train"][cols].reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def _originals_kept(before: pd.DataFrame, after: pd.DataFrame) -> None:
+    assert set(before["image_id"]) <= set(after["image_id"])
+
+
+# ---- params and targets -------------------------------------------------------------------
+
+
+def test_parse_defaults_and_errors_name_the_key() -> None:
+    p = parse_balance(None)
+    assert p.strategy == "class_weights" and p.target == "auto"
+    assert parse_balance({"target": 0.5}).target == 0.5
+    assert parse_balance({"target": 8}).target == 8 and isinstance(parse_balance({"target": 8}).target, int)
+    assert parse_balance({"target": {"b": 8}}).target == {"b": 8}
+    with pytest.raises(ParamsError, match=r"balance\.strategy"):
+        parse_balance({"strategy": "smoke"})
+    with pytest.raises(ParamsError, match=r"balance\.colour: unknown key"):
+        parse_balance({"colour": 1})
+    with pytest.raises(ParamsError, match=r"balance\.target"):
+        parse_balance({"target": 1.5})
+    with pytest.raises(ParamsError, match=r"balance\.target"):
+        parse_balance({"target": ["a"]})
+
+
+def test_target_forms_normalised_to_final_counts() -> None:
+    assert normalise_target("auto", TRAIN, "over") == {"a": 12, "b": 12, "c": 12}
+    assert normalise_target("minority", TRAIN, "over") == {"a": 12, "b": 4, "c": 12}
+    assert normalise_target("auto", TRAIN, "under") == {"a": 2, "b": 2, "c": 2}
+    assert normalise_target("not minority", TRAIN, "under") == {"a": 2, "b": 2, "c": 2}
+    assert normalise_target({"b": 8}, TRAIN, "over") == {"a": 12, "b": 8, "c": 2}
+    assert normalise_target({"a": 6}, TRAIN, "under") == {"a": 6, "b": 4, "c": 2}
+    # ratio: binary straight through imblearn, multi-class generalised the same way
+    assert normalise_target(0.5, {"a": 12, "b": 4}, "over") == {"a": 12, "b": 6}
+    assert normalise_target(0.5, {"a": 12, "b": 4}, "under") == {"a": 8, "b": 4}
+    assert normalise_target(0.5, TRAIN, "over") == {"a": 12, "b": 6, "c": 6}
+    assert normalise_target(0.5, TRAIN, "under") == {"a": 4, "b": 4, "c": 2}
+    assert normalise_target(5, TRAIN, "over") == {"a": 12, "b": 5, "c": 5}
+    assert normalise_target(5, TRAIN, "under") == {"a": 5, "b": 4, "c": 2}
+
+
+@pytest.mark.parametrize(
+    ("target", "kind"),
+    [
+        ("bogus", "over"),
+        ("majority", "over"),
+        ("minority", "under"),
+        ({"b": 2}, "over"),  # fewer than it has: not an over-sampling target
+        ({"b": 8}, "under"),  # more than it has
+        ({"zebra": 3}, "over"),
+        (1.5, "over"),
+        (0, "under"),
+    ],
+)
+def test_bad_target_names_balance_target(target, kind) -> None:
+    with pytest.raises(ParamsError, match=r"balance\.target.*") as info:
+        normalise_target(target, TRAIN, kind)
+    assert "balance.target" in str(info.value)
+
+
+def test_bad_target_in_run_is_params_error(project) -> None:
+    root, df = project
+    with pytest.raises(ParamsError, match=r"balance\.target"):
+        _run(root, df, strategy="oversample", target={"b": 1})
+
+
+def test_smote_on_embeddings_not_built_yet(project) -> None:
+    root, df = project
+    with pytest.raises(ParamsError, match=r"balance\.strategy smote needs datakit embed"):
+        _run(root, df, strategy="smote")
+
+
+# ---- strategies ---------------------------------------------------------------------------
+
+
+def test_class_weights_change_no_row(project) -> None:
+    root, df = project
+    out, report = _run(root, df)
+    assert len(out) == len(df)
+    pd.testing.assert_frame_equal(out[list(df.columns)], df)
+    w = report["class_weights"]
+    assert w == pytest.approx({"a": 18 / (3 * 12), "b": 18 / (3 * 4), "c": 18 / (3 * 2)})
+    assert report["counts_before"] == report["counts_after"] == TRAIN
+    assert report["imbalance_before"] == 6.0 and report["rows_added"] == {}
+    assert class_weights({"x": 1, "y": 3}) == pytest.approx({"x": 2.0, "y": 2 / 3})
+
+
+def test_oversample_reaches_target_with_distinct_copies(project) -> None:
+    root, df = project
+    out, report = _run(root, df, strategy="oversample", target="auto", seed=3)
+    _originals_kept(df, out)
+    _non_train_unchanged(df, out)
+    new = out[out["origin"] == "oversampled"]
+    assert len(new) == (12 - 4) + (12 - 2)
+    assert report["counts_after"] == {"a": 12, "b": 12, "c": 12}
+    assert report["imbalance_after"] == 1.0 and report["rows_added"] == {"oversampled": 18}
+    assert new["image_id"].is_unique and not set(new["image_id"]) & set(df["image_id"])
+    by_id = df.set_index("image_id")
+    blobs = set()
+    for row in new.itertuples():
+        (parent,) = row.parent_ids
+        assert by_id.loc[parent, "label"] == row.label
+        assert by_id.loc[parent, "split_group"] == row.split_group and row.split == "train"
+        data = (root / row.path).read_bytes()
+        assert data != (root / by_id.loc[parent, "path"]).read_bytes()
+        blobs.add(data)
+        assert json.loads(row.augment_params)["strategy"] == "oversample"
+    assert len(blobs) == len(new)  # copies of one parent differ too
+    # the same params give the same files
+    again, _ = _run(root, df, strategy="oversample", target="auto", seed=3)
+    assert list(again["image_id"]) == list(out["image_id"])
+
+
+def test_oversample_dict_target_and_rerun_is_idempotent(project) -> None:
+    root, df = project
+    out, report = _run(root, df, strategy="oversample", target={"c": 5})
+    assert report["counts_after"] == {"a": 12, "b": 4, "c": 5}
+    # balancing a balanced manifest regenerates rather than stacks
+    again, report2 = run(
+        out,
+        BalanceParams(strategy="oversample", target={"c": 5}),
+        root=root,
+        store=ImageStore(root / "data" / "balanced"),
+    )
+    assert report2["counts_before"] == TRAIN and len(again) == len(out)
+
+
+def test_oversample_needs_transforms(project) -> None:
+    root, df = project
+    with pytest.raises(ParamsError, match="oversample needs an augment pipeline"):
+        _run(root, df, strategy="oversample", augment=AugmentParams(preset="none"))
+
+
+def test_undersample_marks_never_drops(project) -> None:
+    root, df = project
+    out, report = _run(root, df, strategy="undersample", target="auto")
+    assert len(out) == len(df) and list(out["image_id"]) == list(df["image_id"])
+    _non_train_unchanged(df, out)
+    marked = out[out["keep"] == False]  # noqa: E712
+    assert len(marked) == (12 - 2) + (4 - 2) == report["rows_undersampled"]
+    assert (marked["balance_reason"] == "undersampled").all() and (marked["split"] == "train").all()
+    assert report["counts_after"] == {"a": 2, "b": 2, "c": 2}
+    # re-running restores the marks first, so it is idempotent
+    again, report2 = run(out, BalanceParams(strategy="undersample"), root=root, store=ImageStore(root / "x"))
+    assert report2["counts_before"] == TRAIN
+    pd.testing.assert_frame_equal(again, out)
+
+
+def test_only_originals_count(project) -> None:
+    root, df = project
+    extra = df[df["label"] == "c"].head(1).copy()
+    extra["image_id"] = "f" * 64
+    extra["origin"] = "augmented"
+    mixed = pd.concat([df.assign(origin="original"), extra], ignore_index=True)
+    _, report = _run(root, mixed, strategy="class_weights")
+    assert report["counts_before"] == TRAIN
+
+
+def test_smote_pixels_rows_have_two_parents(project) -> None:
+    root, df = project
+    out, report = _run(root, df, strategy="smote_pixels", target=0.5, pixels_size=16, k_neighbors=3)
+    _originals_kept(df, out)
+    _non_train_unchanged(df, out)
+    new = out[out["origin"] == "smote_pixels"]
+    assert report["counts_after"] == {"a": 12, "b": 6, "c": 6}
+    assert len(new) == 6 and report["rows_added"] == {"smote_pixels": 6}
+    labels = df.set_index("image_id")["label"]
+    for row in new.itertuples():
+        a, b = row.parent_ids
+        assert a != b and labels[a] == labels[b] == row.label
+        with Image.open(root / row.path) as im:
+            assert im.size == (16, 16) and im.format == "PNG"
+    assert "ghost" in report["note"]
+
+
+@pytest.mark.parametrize("strategy", ["none", "class_weights", "oversample", "undersample", "smote_pixels"])
+def test_val_test_untouched_every_strategy(project, strategy) -> None:
+    root, df = project
+    out, _ = _run(root, df, strategy=strategy, pixels_size=8)
+    _non_train_unchanged(df, out)
+    _originals_kept(df, out)
+    assert (out.loc[out["origin"] != "original", "split"] == "train").all()
