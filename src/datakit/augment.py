@@ -82,7 +82,7 @@ FLIPS = frozenset({"HorizontalFlip", "VerticalFlip", "Transpose", "D4", "SquareS
 
 # Columns that describe the parent's bytes or pixels; a variant has other bytes, so they are
 # emptied rather than copied.
-_PIXEL_COLUMNS = (
+PIXEL_COLUMNS = (
     "orig_width",
     "orig_height",
     "downsized",
@@ -281,6 +281,29 @@ def encode(pixels: np.ndarray, fmt: str, quality: int) -> bytes:
     return buf.getvalue()
 
 
+def child_row(parent: dict[str, Any], *, root: Path, store: ImageStore, image_id: str, rel: str,
+              width: int, height: int, fmt: str, nbytes: int, origin: str, parent_ids: list[str],
+              made_with: dict[str, Any]) -> dict[str, Any]:
+    """A manifest row for a new image derived from `parent` (augment, balance): the parent's
+    columns, minus those that describe the parent's bytes, plus the new file and its provenance."""
+    row = dict(parent)
+    for col in PIXEL_COLUMNS:
+        if col in row:
+            row[col] = None
+    row.update(
+        image_id=image_id,
+        path=relpath(root, store.folder / rel),
+        width=int(width),
+        height=int(height),
+        format=fmt,
+        bytes=int(nbytes),
+        origin=origin,
+        parent_ids=parent_ids,
+        augment_params=json.dumps(made_with, sort_keys=True),
+    )
+    return row
+
+
 def _parents_mask(df: pd.DataFrame) -> pd.Series:
     train = df["split"].eq("train") if "split" in df.columns else pd.Series(False, index=df.index)
     # Same reading of `keep` as split.py: a missing value is not kept.
@@ -358,22 +381,11 @@ def run(
                 fail(k, "duplicate_bytes", f"same bytes as {image_id}")
                 continue
             seen.add(image_id)
-            row = dict(parent)
-            for col in _PIXEL_COLUMNS:
-                if col in row:
-                    row[col] = None
-            row.update(
-                image_id=image_id,
-                path=relpath(root, store.folder / rel),
-                width=int(result.shape[1]),
-                height=int(result.shape[0]),
-                format=params.format,
-                bytes=len(data),
-                origin=AUGMENTED,
-                parent_ids=[pid],
-                augment_params=json.dumps({"seed": seed, "variant": k, "applied": applied}, sort_keys=True),
-            )
-            rows.append(row)
+            rows.append(child_row(
+                parent, root=root, store=store, image_id=image_id, rel=rel, width=result.shape[1],
+                height=result.shape[0], fmt=params.format, nbytes=len(data), origin=AUGMENTED, parent_ids=[pid],
+                made_with={"seed": seed, "variant": k, "applied": applied},
+            ))
     if not rows:
         return out
     new = pd.DataFrame(rows, columns=out.columns)

@@ -36,7 +36,6 @@ removed and regenerated, and rows an earlier run marked undersampled are restore
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
@@ -50,10 +49,9 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sklearn.neighbors import NearestNeighbors
 
-from datakit.augment import _PIXEL_COLUMNS, AugmentParams, apply, build_pipeline, encode, variant_seed
+from datakit.augment import AugmentParams, apply, build_pipeline, child_row, encode, variant_seed
 from datakit.errors import ParamsError
 from datakit.images import EXTENSIONS, ImageRejected, ImageStore, load_image
-from datakit.manifest import relpath
 
 KEY = "balance"
 ORIGINAL = "original"
@@ -358,13 +356,10 @@ def _load(root: Path, parent: dict[str, Any], failed: list[dict[str, Any]]) -> I
     return None
 
 
-def _child(parent: dict[str, Any], **changes: Any) -> dict[str, Any]:
-    row = dict(parent)
-    for col in _PIXEL_COLUMNS:
-        if col in row:
-            row[col] = None
+def _child(parent: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """`augment.child_row`, without the parent's balance decision."""
+    row = child_row(parent, **kwargs)
     row["balance_reason"] = None
-    row.update(changes)
     return row
 
 
@@ -421,18 +416,9 @@ def _oversample(
             seen.add(image_id)
             rows.append(
                 _child(
-                    parent,
-                    image_id=image_id,
-                    path=relpath(root, store.folder / rel),
-                    width=int(result.shape[1]),
-                    height=int(result.shape[0]),
-                    format=aug.format,
-                    bytes=len(data),
-                    origin=OVERSAMPLED,
-                    parent_ids=[pid],
-                    augment_params=json.dumps(
-                        {"seed": seed, "copy": k, "applied": applied, "strategy": "oversample"}, sort_keys=True
-                    ),
+                    parent, root=root, store=store, image_id=image_id, rel=rel, width=result.shape[1],
+                    height=result.shape[0], fmt=aug.format, nbytes=len(data), origin=OVERSAMPLED, parent_ids=[pid],
+                    made_with={"seed": seed, "copy": k, "applied": applied, "strategy": "oversample"},
                 )
             )
             break
@@ -506,18 +492,10 @@ def _smote_pixels(
                 seen.add(image_id)
                 rows.append(
                     _child(
-                        pa,
-                        image_id=image_id,
-                        path=relpath(root, store.folder / rel),
-                        width=size,
-                        height=size,
-                        format="PNG",
-                        bytes=len(data),
-                        origin=SMOTE_PIXELS,
+                        pa, root=root, store=store, image_id=image_id, rel=rel, width=size, height=size,
+                        fmt="PNG", nbytes=len(data), origin=SMOTE_PIXELS,
                         parent_ids=[str(pa["image_id"]), str(pb["image_id"])],
-                        augment_params=json.dumps(
-                            {"strategy": SMOTE_PIXELS, "gap": float(gaps[j]), "size": size}, sort_keys=True
-                        ),
+                        made_with={"strategy": SMOTE_PIXELS, "gap": float(gaps[j]), "size": size},
                     )
                 )
     return rows
