@@ -23,7 +23,6 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -44,7 +43,6 @@ from datakit.manifest import (
 )
 from datakit.params import ScrapeParams
 from datakit.scrape.download import Journal, Work, download, download_parallel
-from datakit.scrape.fetch import Fetcher
 from datakit.scrape.providers.base import Hit, Provider, ProviderSettings, Query, TransientProviderError
 from datakit.scrape.queries import build_queries, check_labels, slug
 from datakit.scrape.searchhttp import SearchClient
@@ -140,14 +138,13 @@ class Scraper:
 
     def __init__(self, params: ScrapeParams, *, provider: str, out: Path, source: str | None = None,
                  endpoint: str | None = None, extend: bool = False, retry_failed: bool = False,
-                 ui: Ui | None = None, fetcher_factory: Callable[..., Fetcher] | None = None) -> None:
+                 ui: Ui | None = None) -> None:
         self.p = params
         self.provider_name = provider
         self.out = Path(out)
         self.extend = extend
         self.retry_failed = retry_failed
         self.ui = ui or _NoUi()
-        self.fetcher_factory = fetcher_factory
         from datakit.scrape.providers import get_provider  # the registry imports every provider
 
         cls = get_provider(provider)
@@ -220,7 +217,7 @@ class Scraper:
     # -- download -----------------------------------------------------------------------
     def _workers(self, n_todo: int) -> int:
         f = self.p.fetch
-        if n_todo < f.workers_min_items or self.fetcher_factory is not None:
+        if n_todo < f.workers_min_items:
             return 1
         return f.workers or min(8, os.cpu_count() or 1)
 
@@ -244,7 +241,7 @@ class Scraper:
         else:
             stats = await download(todo, fetch=self.p.fetch, user_agent=self.p.user_agent, limits=self.limits,
                                    store=store, journal=journal, on_settled=settled,
-                                   fetcher_factory=self.fetcher_factory, threads=max(2, os.cpu_count() or 2))
+                                   threads=max(2, os.cpu_count() or 2))
             stats["workers"] = 1
         stats["downloaded_now"] = len(todo)
         return stats

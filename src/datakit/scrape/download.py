@@ -124,7 +124,7 @@ def process_bytes(store: ImageStore, limits: ImageLimits, data: bytes | None, lo
 
 async def download(work: list[Work], *, fetch: FetchParams, user_agent: str, limits: ImageLimits,
                    store: ImageStore, journal: Journal, on_settled: Callable[[int], None] = lambda n: None,
-                   fetcher_factory: Callable[..., Fetcher] | None = None, threads: int = 2) -> dict[str, Any]:
+                   threads: int = 2) -> dict[str, Any]:
     """Settle every item of `work` in this event loop; returns counters."""
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="datakit-decode")
@@ -179,7 +179,7 @@ async def download(work: list[Work], *, fetch: FetchParams, user_agent: str, lim
     fetcher: Fetcher | None = None
     try:
         if any(not (w.data is not None or w.local_path is not None) for w in work):
-            fetcher = (fetcher_factory or Fetcher)(fetch, user_agent=user_agent)
+            fetcher = Fetcher(fetch, user_agent=user_agent)
             await fetcher.__aenter__()
         tasks: set[asyncio.Task[None]] = set()
         for w in work:
