@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: venv demo test lint bench-scrape clean
 
@@ -12,7 +13,9 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# PyTorch first, pinned to the builds this machine keeps on disk (no download; ~1 min).
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[dev,train]'
 	touch $(STAMP)
 
 demo: venv
@@ -28,8 +31,13 @@ demo: venv
 	$(BIN)/datakit export demo-out/split --out demo-out/imagefolder
 	$(BIN)/datakit augment demo-out/split --params pipelines/demo/params.yaml \
 	    --out demo-out/augment --report demo-out/reports/augment.json
-	@echo "demo: stage folders demo-out/{scrape,dedup,split,augment}, duplicate gallery demo-out/dedup/gallery.html,"
-	@echo "      class folders demo-out/imagefolder/{train,val,test}, figures demo-out/reports/*.json"
+	$(BIN)/datakit embed demo-out/augment --params pipelines/demo/params.yaml \
+	    --out demo-out/embed --report demo-out/reports/embed.json
+	$(BIN)/datakit balance demo-out/embed --params pipelines/demo/params.yaml \
+	    --out demo-out/balance --report demo-out/reports/balance.json
+	@echo "demo: stage folders demo-out/{scrape,dedup,split,augment,embed,balance}, duplicate gallery demo-out/dedup/gallery.html,"
+	@echo "      balance page demo-out/balance/report.html, class folders demo-out/imagefolder/{train,val,test},"
+	@echo "      figures demo-out/reports/*.json"
 
 test: venv
 	DVC_NO_ANALYTICS=1 $(BIN)/python -m pytest

@@ -28,11 +28,16 @@ import hashlib
 import inspect
 import io
 import json
+import os
 import random
 from pathlib import Path
 from typing import Any, Literal
 
-import albumentations as A
+# albumentations asks PyPI for its latest version at import (a network call in the middle of a
+# pipeline stage, and a stall offline): datakit turns that off unless the user set it.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import albumentations as A  # noqa: E402
 import numpy as np
 import pandas as pd
 from PIL import Image

@@ -28,7 +28,15 @@ Strategies:
   neighbours from `NearestNeighbors`, a uniform gap), per class and on uint8 storage, so every
   synthetic row knows its two parents exactly: `origin="smote_pixels"`,
   `parent_ids=[sample, neighbour]`, saved as PNG at `pixels_size`.
-* `smote` - SMOTE on embeddings; needs `datakit embed` (not built yet): a ParamsError.
+* `smote` - SMOTE on embeddings (`datakit embed` vectors, from `INPUT/embeddings.parquet`,
+  `balance.embeddings` or `--embeddings`): synthetic *vectors*, not images, for a linear-probe
+  head. The same interpolation rule per class; each synthetic row has `origin="smote"`,
+  `parent_ids=[sample, neighbour]`, no image (`path` is null) and its vector in
+  `OUT/embeddings.parquet` (the input vectors plus the synthetic ones). Its `image_id` is the
+  sha256 of the vector's float32 bytes. Trainers that need pixels skip these rows.
+
+SMOTE needs neighbours: `datakit.smote` finds them exactly, in blocks, on uint8 pixels or float32
+vectors, so memory stays at the class's own storage plus a bounded working set.
 
 Re-running is idempotent: rows an earlier balance run added (`origin` in `BALANCE_ORIGINS`) are
 removed and regenerated, and rows an earlier run marked undersampled are restored first.
@@ -36,7 +44,10 @@ removed and regenerated, and rows an earlier run marked undersampled are restore
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,10 +58,9 @@ from imblearn.under_sampling import RandomUnderSampler
 from imblearn.utils import check_sampling_strategy
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sklearn.neighbors import NearestNeighbors
 
-from datakit.augment import AugmentParams, apply, build_pipeline, child_row, encode, variant_seed
-from datakit.errors import ParamsError
+from datakit.augment import PIXEL_COLUMNS, AugmentParams, apply, build_pipeline, child_row, encode, variant_seed
+from datakit.errors import ManifestError, ParamsError
 from datakit.images import EXTENSIONS, ImageRejected, ImageStore, load_image
 
 KEY = "balance"
@@ -87,6 +97,7 @@ class BalanceParams(BaseModel):
     seed: int = 0
     pixels_size: int = Field(32, ge=4, le=512, description="side of the images smote_pixels interpolates")
     k_neighbors: int = Field(5, ge=1, description="neighbours SMOTE interpolates towards")
+    embeddings: str | None = Field(None, description="smote: an embed folder or embeddings.parquet (default: INPUT/embeddings.parquet)")
 
     @field_validator("target")
     @classmethod
@@ -266,16 +277,21 @@ def run(
     store: ImageStore,
     augment: AugmentParams | None = None,
     failures: list[dict[str, Any]] | None = None,
+    embeddings: tuple[list[str], np.ndarray] | None = None,
+    new_vectors: dict[str, np.ndarray] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The balanced manifest and its report (see the module docstring).
 
     `failures` (when given) receives `{image_id (parent), label, reason, detail}` for every
     original whose image could not be read or transformed; such parents are skipped.
+    `embeddings` (image_ids, vectors) feed `smote`; `new_vectors` (when given) receives the
+    synthetic vectors by their row's image_id.
     """
-    if params.strategy == SMOTE:
+    if params.strategy == SMOTE and embeddings is None:
         raise ParamsError(
-            f"{KEY}.strategy smote needs datakit embed (SMOTE on embeddings), which is not built yet; "
-            "use smote_pixels (weaker), oversample, undersample or class_weights"
+            f"{KEY}.strategy smote interpolates embeddings: run `datakit embed` on the input first and pass its "
+            f"folder (INPUT/embeddings.parquet, {KEY}.embeddings or --embeddings); or use smote_pixels (weaker), "
+            "oversample, undersample or class_weights"
         )
     root = Path(root)
     out = _prepare(df)
@@ -288,10 +304,13 @@ def run(
     y = out.loc[originals, "label"].astype(str).to_numpy()
     positions = np.flatnonzero(originals.to_numpy())
 
-    if params.strategy in ("oversample", "smote_pixels") and len(counts) >= 2:
+    if params.strategy in ("oversample", "smote_pixels", SMOTE) and len(counts) >= 2:
         resolved = normalise_target(params.target, counts, "over")
         if params.strategy == "oversample":
             added = _oversample(out, positions, y, resolved, params, augment, root, store, failed)
+        elif params.strategy == SMOTE:
+            vectors = new_vectors if new_vectors is not None else {}
+            added = _smote_embeddings(out, positions, y, resolved, params, embeddings, vectors, failed)  # type: ignore[arg-type]
         else:
             added = _smote_pixels(out, positions, y, resolved, params, root, store, failed)
     elif params.strategy == "undersample" and len(counts) >= 2:
@@ -311,6 +330,11 @@ def run(
         new = pd.DataFrame(added, columns=out.columns)
         for col in out.columns:
             if new[col].dtype != out[col].dtype:
+                if pd.api.types.is_integer_dtype(out[col].dtype) and new[col].isna().any():
+                    # smote rows have no width/height/bytes: nullable ints keep the column numeric
+                    out[col] = out[col].astype("Int64")
+                    new[col] = new[col].astype("Int64")
+                    continue
                 try:
                     new[col] = new[col].astype(out[col].dtype)
                 except (TypeError, ValueError):
@@ -332,6 +356,11 @@ def run(
         "class_weights": class_weights(after),
         "failures": len(failed),
     }
+    if params.strategy == SMOTE:
+        report["note"] = (
+            "smote adds embedding vectors, not images (path is null): only a linear probe on embeddings "
+            "trains on them; fine-tuning on pixels sees the originals and class weights"
+        )
     if params.strategy == "smote_pixels":
         report["note"] = (
             "smote_pixels interpolates raw pixels: the synthetic images are blended ghosts, "
@@ -427,6 +456,19 @@ def _oversample(
     return rows
 
 
+def _class_members(y: np.ndarray, resolved: dict[str, int]) -> Iterator[tuple[str, np.ndarray, int]]:
+    for label in sorted(resolved):
+        members = np.flatnonzero(y == label)
+        need = resolved[label] - len(members)
+        if need > 0:
+            yield label, members, need
+
+
+def _too_few(failed: list[dict[str, Any]], label: str, n: int) -> None:
+    _fail(failed, {"image_id": "", "label": label}, "smote_too_few",
+          f"class {label!r} has {n} usable train row(s); SMOTE needs 2")
+
+
 def _smote_pixels(
     out: pd.DataFrame,
     positions: np.ndarray,
@@ -437,53 +479,34 @@ def _smote_pixels(
     store: ImageStore,
     failed: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
+    from datakit.smote import interpolate
+
     size = params.pixels_size
     rng = np.random.default_rng(params.seed)
     records = out.to_dict("records")
     seen: set[str] = set(out["image_id"].astype(str))
     rows: list[dict[str, Any]] = []
-    for label in sorted(resolved):
-        members = np.flatnonzero(y == label)
-        need = resolved[label] - len(members)
-        if need <= 0:
-            continue
-        # Per class, uint8: n x size*size*3 bytes (64x64: 12 KiB an image).
+    for label, members, need in _class_members(y, resolved):
+        # Per class, uint8 rows filled in place: n x size*size*3 bytes (64x64: 12 KiB an image).
+        X = np.empty((len(members), size * size * 3), dtype=np.uint8)
         loaded: list[int] = []
-        arrays: list[np.ndarray] = []
         for i in members:
             parent = records[positions[i]]
             im = _load(root, parent, failed)
             if im is None:
                 continue
             im = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-            arrays.append(np.asarray(im, dtype=np.uint8).reshape(-1))
+            X[len(loaded)] = np.asarray(im, dtype=np.uint8).reshape(-1)
             loaded.append(int(i))
         if len(loaded) < 2:
-            _fail(
-                failed,
-                {"image_id": "", "label": label},
-                "smote_too_few",
-                f"class {label!r} has {len(loaded)} readable train image(s); SMOTE needs 2",
-            )
+            _too_few(failed, label, len(loaded))
             continue
-        X = np.stack(arrays)
-        k = min(params.k_neighbors, len(loaded) - 1)
-        nn = NearestNeighbors(n_neighbors=k + 1).fit(X.astype(np.float32))
-        neigh = nn.kneighbors(X.astype(np.float32), return_distance=False)[:, 1:]
-        for start in range(0, need, _CHUNK):
-            n = min(_CHUNK, need - start)
-            # imblearn's _make_samples: a random member, a random one of its k neighbours, a gap.
-            rows_i = rng.integers(0, len(loaded), size=n)
-            cols = rng.integers(0, k, size=n)
-            gaps = rng.uniform(0.0, 1.0, size=n)
-            a = X[rows_i].astype(np.float32)
-            b = X[neigh[rows_i, cols]].astype(np.float32)
-            synth = np.clip(np.rint(a + gaps[:, None] * (b - a)), 0, 255).astype(np.uint8)
-            for j in range(n):
-                pa = records[positions[loaded[rows_i[j]]]]
-                pb = records[positions[loaded[neigh[rows_i[j], cols[j]]]]]
-                pixels = synth[j].reshape(size, size, 3)
-                data = encode(pixels, "PNG", 100)
+        X = X[: len(loaded)]
+        for a_idx, b_idx, gaps, synth in interpolate(X, need, params.k_neighbors, rng, chunk=_CHUNK):
+            for j in range(len(a_idx)):
+                pa = records[positions[loaded[a_idx[j]]]]
+                pb = records[positions[loaded[b_idx[j]]]]
+                data = encode(synth[j].reshape(size, size, 3), "PNG", 100)
                 image_id, rel = store.put(data, EXTENSIONS["PNG"])
                 if image_id in seen:
                     # e.g. gap 0 twice on one member: the same bytes are one image, reported not repeated.
@@ -498,6 +521,58 @@ def _smote_pixels(
                         made_with={"strategy": SMOTE_PIXELS, "gap": float(gaps[j]), "size": size},
                     )
                 )
+    return rows
+
+
+def _smote_embeddings(
+    out: pd.DataFrame,
+    positions: np.ndarray,
+    y: np.ndarray,
+    resolved: dict[str, int],
+    params: BalanceParams,
+    embeddings: tuple[list[str], np.ndarray],
+    vectors: dict[str, np.ndarray],
+    failed: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    from datakit.embed import lookup
+    from datakit.smote import interpolate
+
+    ids, table = embeddings
+    rng = np.random.default_rng(params.seed)
+    records = out.to_dict("records")
+    all_vecs, found = lookup(ids, table, (str(records[p]["image_id"]) for p in positions))
+    missing = [str(records[positions[i]]["image_id"]) for i in np.flatnonzero(~found)]
+    if missing:
+        raise ManifestError(
+            f"{KEY}.strategy smote: {len(missing)} train image(s) have no embedding (e.g. {', '.join(missing[:3])}); "
+            "run `datakit embed` on this manifest (it only computes what is missing)"
+        )
+    seen: set[str] = set(out["image_id"].astype(str))
+    rows: list[dict[str, Any]] = []
+    for label, members, need in _class_members(y, resolved):
+        if len(members) < 2:
+            _too_few(failed, label, len(members))
+            continue
+        X = all_vecs[members]
+        for a_idx, b_idx, gaps, synth in interpolate(X, need, params.k_neighbors, rng, chunk=_CHUNK):
+            for j in range(len(a_idx)):
+                pa = records[positions[members[a_idx[j]]]]
+                pb = records[positions[members[b_idx[j]]]]
+                vec = np.ascontiguousarray(synth[j], dtype=np.float32)
+                image_id = hashlib.sha256(vec.tobytes()).hexdigest()
+                if image_id in seen:
+                    _fail(failed, pa, "duplicate_bytes", f"synthetic vector equals {image_id}")
+                    continue
+                seen.add(image_id)
+                vectors[image_id] = vec
+                row = dict(pa)
+                for col in PIXEL_COLUMNS:
+                    if col in row:
+                        row[col] = None
+                row.update(image_id=image_id, path=None, width=None, height=None, format=None, bytes=None,
+                           origin=SMOTE, parent_ids=[str(pa["image_id"]), str(pb["image_id"])], balance_reason=None,
+                           augment_params=json.dumps({"strategy": SMOTE, "gap": float(gaps[j])}, sort_keys=True))
+                rows.append(row)
     return rows
 
 

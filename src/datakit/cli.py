@@ -229,6 +229,7 @@ def dedup_run(
     threshold: Annotated[Optional[int], typer.Option(help="Hamming radius on the 256-bit dhash (params: dedup.threshold).")] = None,
     exact: Annotated[Optional[bool], typer.Option("--exact/--fast", help="Reference hashing (bit for bit imagehash) or the fast path.")] = None,
     against: Annotated[Optional[Path], typer.Option(help="Another dedup output: mark images that duplicate its images (its hashes are reused).", exists=True)] = None,
+    embeddings: Annotated[Optional[Path], typer.Option(help="An embed folder (or embeddings.parquet) for dedup.signals: [dhash, embedding] (default: dedup.embeddings, else INPUT/embeddings.parquet).")] = None,
     report: Annotated[Path, typer.Option(help="Where to write the stage's figures (DVC metrics).")] = Path("reports/dedup.json"),
 ) -> None:
     """Mark duplicates and label conflicts as manifest columns; nothing is deleted.
@@ -252,7 +253,15 @@ def dedup_run(
         other = read_table(Path(against) / MANIFEST if Path(against).is_dir() else Path(against)) if against else None
         out_dir.mkdir(parents=True, exist_ok=True)
         with folder_lock(out_dir, "datakit dedup"):
-            result = run_dedup(df, p, root=root, input_dir=input_dir if input_dir.is_dir() else None, against=other)
+            vectors = None
+            if "embedding" in p.signals:
+                from datakit.embed import EMBEDDINGS, read_embeddings
+
+                source = embeddings or (Path(p.embeddings) if p.embeddings else Path(input_dir) / EMBEDDINGS)
+                ids, X, _ = read_embeddings(source)
+                vectors = (ids, X)
+            result = run_dedup(df, p, root=root, input_dir=input_dir if input_dir.is_dir() else None, against=other,
+                               embeddings=vectors)
             write_table(result.manifest, out_dir / MANIFEST)
             write_gallery(result.manifest, root, result.report, out_dir / "gallery.html", largest=p.gallery_groups)
     except DatakitError as exc:
@@ -268,7 +277,8 @@ def dedup_run(
     out.print(
         f"[bold]{r['images']}[/] images: {r['kept']} kept, {r['removed']} marked keep=False "
         f"({', '.join(f'{k} {v}' for k, v in r['removed_by_reason'].items()) or 'none'}); "
-        f"{r['groups']} groups ({r['exact_groups']} exact, {r['near_groups']} near), "
+        f"{r['groups']} groups ({r['exact_groups']} exact, {r['near_groups']} near"
+        + (f", {r['pairs_via_embedding']} pairs only the embedding found" if r.get("embedding_similarity") else "") + "), "
         f"{r['conflict_groups']} label-conflict groups, {r['low_information']} low-information; "
         f"hashed {r['images_per_s']} img/s\n"
         f"manifest: {out_dir / MANIFEST}   gallery: {out_dir / 'gallery.html'}"
@@ -490,6 +500,77 @@ def augment(
 
 @app.command(
     epilog=(
+        "Examples:\n\n  datakit embed data/augment --out data/embed\n\n"
+        "  datakit embed data/scrape --out data/embed-scrape --backbone resnet50\n\n"
+        "  datakit embed data/augment --out data/embed --reuse data/embed-scrape   (only new images cost model time)\n\n"
+        "  params.yaml: embed: {backbone: resnet18, pretrained: false}   (offline: random weights, tests only)"
+    )
+)
+def embed(
+    input_dir: Annotated[Path, typer.Argument(metavar="INPUT", help="Any stage folder (manifest.parquet with path).", exists=True)],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder: embeddings.parquet, embed.json, manifest.parquet (the input's), failures.parquet.", file_okay=False)],
+    params_file: Annotated[Optional[Path], typer.Option("--params", help="params.yaml to read (default: ./params.yaml if present).")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help="A backbone of the registry (params: embed.backbone): resnet18, resnet50, mobilenet_v3_small, efficientnet_b0, convnext_tiny, vit_b_16, ...")] = None,
+    pretrained: Annotated[Optional[bool], typer.Option("--pretrained/--random-weights", help="ImageNet weights, or seeded random weights for offline tests (params: embed.pretrained).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N (params: embed.device).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per forward pass (params: embed.batch_size).")] = None,
+    reuse: Annotated[Optional[list[Path]], typer.Option(help="An earlier embed folder whose vectors (same backbone, weights, preprocessing) are reused. Repeatable.")] = None,
+    report: Annotated[Path, typer.Option(help="Where to write the stage's figures (DVC metrics).")] = Path("reports/embed.json"),
+) -> None:
+    """CNN embeddings for every image: a table keyed by image_id, for SMOTE, linear probes and dedup.
+
+    A torchvision backbone with its ImageNet head removed turns each image into one vector
+    (resnet18: 512 floats). Batched, on the GPU when there is one (bf16), resumable (a killed run
+    re-embeds only what is missing) and incremental (vectors of an earlier table with the same
+    backbone, weights and preprocessing are reused). Pretrained weights come from the torch hub
+    cache or download.pytorch.org; offline, set embed.pretrained: false (random weights)."""
+    from datakit.dedup import load_input
+    from datakit.embed import EMBEDDINGS, parse_embed
+    from datakit.embed import run as run_embed
+    from datakit.fsutil import folder_lock
+    from datakit.manifest import FAILURE_SCHEMA, FAILURES, MANIFEST, write_table
+    from datakit.params import load_params
+
+    try:
+        raw = dict(load_params(params_file).embed or {})
+        for k, v in (("backbone", backbone), ("pretrained", pretrained), ("device", device), ("batch_size", batch_size)):
+            if v is not None:
+                raw[k] = v
+        p = parse_embed(raw)
+        df, root = load_input(input_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with folder_lock(out_dir, "datakit embed"), RichUi() as ui:
+            failures: list[dict[str, Any]] = []
+            ui.start("embed", len(df))
+
+            def progress(phase: str, done: int, total: int) -> None:
+                ui.start(phase, total) if phase not in ui.tasks else None
+                ui.progress.update(ui.tasks[phase], completed=done, total=total)
+
+            rep = run_embed(df, p, root=root, out_dir=out_dir, reuse=reuse or (), failures=failures, progress=progress)
+            write_table(df, out_dir / MANIFEST)
+            write_table(pd_frame(failures), out_dir / FAILURES, FAILURE_SCHEMA)
+    except DatakitError as exc:
+        raise _fail(exc) from None
+    _write_report(report, rep)
+    out.print(
+        f"[bold]{rep['embedded']}[/] of {rep['images']} images embedded with {rep['backbone']} "
+        f"({'pretrained' if rep['pretrained'] else 'random weights'}, {rep['dim']}-d) on {rep['device']}: "
+        f"{rep['computed']} computed, {rep['reused']} reused, {rep['failures']} failed"
+        + (f"; {rep['images_per_s']} img/s in the model" if rep["images_per_s"] else "")
+        + f"\nembeddings: {out_dir / EMBEDDINGS}   failures: {out_dir / FAILURES}"
+    )
+
+
+def pd_frame(rows: list[dict[str, Any]]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=["image_id", "label", "path", "reason", "detail"]) if rows else pd.DataFrame(
+        columns=["image_id", "label", "reason", "detail"])
+
+
+@app.command(
+    epilog=(
         "Examples:\n\n  datakit balance data/augment --out data/balance\n\n"
         "  params.yaml: balance: {strategy: oversample, target: auto}\n\n"
         "  params.yaml: balance: {strategy: undersample, target: {vest: 100, hoodie: 100}}"
@@ -499,19 +580,24 @@ def balance(
     input_dir: Annotated[Path, typer.Argument(metavar="INPUT", help="A split or augment folder (manifest.parquet with split).", exists=True)],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder: manifest.parquet and images/ of new rows.", file_okay=False)],
     params_file: Annotated[Optional[Path], typer.Option("--params", help="params.yaml to read (default: ./params.yaml if present).")] = None,
+    embeddings: Annotated[Optional[Path], typer.Option(help="smote: an embed folder or embeddings.parquet (default: balance.embeddings, else INPUT/embeddings.parquet).")] = None,
     report: Annotated[Path, typer.Option(help="Where to write counts before/after and class weights (DVC metrics).")] = Path("reports/balance.json"),
 ) -> None:
-    """Even out the train classes: oversample, undersample, class weights or pixel SMOTE.
+    """Even out the train classes: oversample, undersample, class weights, SMOTE on embeddings or pixels.
 
     balance.strategy: oversample (repeat minority images through the augment pipeline, so copies
     differ), undersample (rows marked keep=False, never deleted), class_weights (OUT/class_weights.json
-    for the trainer), smote_pixels (imbalanced-learn SMOTE on small pixel arrays: blended images,
-    the weaker option). Targets take imbalanced-learn's forms (auto, a ratio, a per-class dict).
+    for the trainer), smote (SMOTE on datakit embed vectors: synthetic vectors for a linear probe,
+    no images), smote_pixels (SMOTE on small pixel arrays: blended images, the weaker option).
+    Targets take imbalanced-learn's forms (auto, a ratio, a per-class dict). OUT/report.html shows
+    counts before/after and thumbnails of what each origin added.
     Only original train rows count; val and test are never touched."""
     from datakit.augment import parse_augment
     from datakit.balance import parse_balance
     from datakit.balance import run as run_balance
+    from datakit.balance_report import write_balance_page
     from datakit.dedup import load_input
+    from datakit.embed import EMBEDDINGS, read_embeddings, write_embeddings
     from datakit.fsutil import atomic_write_text, folder_lock
     from datakit.images import ImageStore
     from datakit.manifest import MANIFEST, write_table
@@ -525,7 +611,25 @@ def balance(
         out_dir.mkdir(parents=True, exist_ok=True)
         with folder_lock(out_dir, "datakit balance"):
             failures: list[dict[str, Any]] = []
-            result, rep = run_balance(df, p, root=root, store=ImageStore(out_dir), augment=aug, failures=failures)
+            table = embeddings or (Path(p.embeddings) if p.embeddings else Path(input_dir) / EMBEDDINGS)
+            vectors = None
+            if p.strategy == "smote" or embeddings or p.embeddings or table.exists():
+                ids, X, meta = read_embeddings(table)
+                vectors = (ids, X)
+            new_vectors: dict[str, Any] = {}
+            result, rep = run_balance(df, p, root=root, store=ImageStore(out_dir), augment=aug, failures=failures,
+                                      embeddings=vectors, new_vectors=new_vectors)
+            if vectors is not None:
+                # Carry the table forward (plus any synthetic rows) so the trainer finds it beside the manifest.
+                import numpy as np
+
+                keep_ids = set(result["image_id"].astype(str))
+                rows = [k for k, iid in enumerate(vectors[0]) if iid in keep_ids]
+                all_ids = [vectors[0][k] for k in rows] + list(new_vectors)
+                X_all = np.concatenate([vectors[1][rows], np.stack(list(new_vectors.values()))]) if new_vectors else vectors[1][rows]
+                write_embeddings(out_dir / EMBEDDINGS, all_ids, X_all)
+                atomic_write_text(out_dir / "embed.json", json.dumps({**meta, "synthetic_rows": len(new_vectors)}, indent=2, sort_keys=True) + "\n")
+            write_balance_page(result, root, rep, out_dir / "report.html")
             write_table(result, out_dir / MANIFEST)
             atomic_write_text(out_dir / "class_weights.json", json.dumps(rep["class_weights"], indent=2, sort_keys=True) + "\n")
     except DatakitError as exc:
@@ -539,7 +643,7 @@ def balance(
     out.print(t)
     out.print(f"imbalance (largest/smallest class) {rep['imbalance_before']} -> {rep['imbalance_after']}; "
               f"added {rep['rows_added'] or 'none'}, undersampled {rep['rows_undersampled']}\n"
-              f"manifest: {out_dir / MANIFEST}   weights: {out_dir / 'class_weights.json'}")
+              f"manifest: {out_dir / MANIFEST}   weights: {out_dir / 'class_weights.json'}   page: {out_dir / 'report.html'}")
 
 
 @app.command(epilog="Example:\n\n  datakit verify data/scrape")

@@ -218,7 +218,10 @@ def read_manifest(
             problems.append(f"duplicate image_id in rows {_fmt_rows(df.index[dup])}")
     if check_files and PATH in df.columns:
         base = root or find_project_root(path.parent)
-        gone = [i for i, p in zip(df.index, df[PATH], strict=True) if not isinstance(p, str) or not (base / p).is_file()]
+        # `origin == "smote"` rows are vectors without an image (balance on embeddings): no file to check.
+        vector_only = df["origin"].eq("smote").to_numpy() if "origin" in df.columns else [False] * len(df)
+        gone = [i for i, p, v in zip(df.index, df[PATH], vector_only, strict=True)
+                if not v and (not isinstance(p, str) or not (base / p).is_file())]
         if gone:
             problems.append(
                 f"image files missing for rows {_fmt_rows(gone)} (paths are relative to {base})"

@@ -140,7 +140,11 @@ class DedupParams(_Model):
     exact: bool = Field(False, description="hash exactly as imagehash.dhash(img, 16) (slower reference path)")
     keep: Literal["largest", "first", "best_quality"] = "largest"
     conflicts: Literal["drop_group", "keep_majority", "keep_all"] = "drop_group"
-    signals: list[Literal["dhash", "embedding"]] = Field(default_factory=lambda: ["dhash"])
+    signals: list[Literal["dhash", "embedding"]] = Field(
+        default_factory=lambda: ["dhash"], description="dhash, and embedding (cosine similarity of datakit embed vectors: catches re-crops)"
+    )
+    embedding_similarity: float = Field(0.92, gt=0.0, le=1.0, description="cosine similarity at or above which two embeddings are near-duplicates")
+    embeddings: str | None = Field(None, description="an embed folder or embeddings.parquet (default: INPUT/embeddings.parquet)")
     workers: int = Field(0, ge=0, le=64, description="hashing processes; 0 = one per core")
     gallery_groups: int = Field(40, ge=0, le=10_000, description="largest groups shown in the HTML gallery")
 
@@ -174,6 +178,7 @@ class Params(_Model):
     audit: AuditParams = Field(default_factory=AuditParams)
     augment: dict[str, Any] = Field(default_factory=dict)  # validated by datakit.augment.parse_augment
     balance: dict[str, Any] = Field(default_factory=dict)  # validated by datakit.balance.parse_balance
+    embed: dict[str, Any] = Field(default_factory=dict)  # validated by datakit.embed.parse_embed
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -13,7 +13,7 @@ from PIL import Image
 
 from datakit.augment import AugmentParams
 from datakit.balance import BalanceParams, class_weights, normalise_target, parse_balance, run
-from datakit.errors import ParamsError
+from datakit.errors import ManifestError, ParamsError
 from datakit.images import ImageStore
 from datakit.manifest import relpath
 
@@ -71,7 +71,8 @@ def _non_train_unchanged(before: pd.DataFrame, after: pd.DataFrame) -> None:
     cols = list(before.columns)
     b = before[before["split"] != "train"].reset_index(drop=True)
     a = after[after["split"] != "train"][cols].reset_index(drop=True)
-    pd.testing.assert_frame_equal(a, b)
+    # values, not dtypes: a smote row's null width turns int64 into the nullable Int64
+    pd.testing.assert_frame_equal(a, b, check_dtype=False)
 
 
 def _originals_kept(before: pd.DataFrame, after: pd.DataFrame) -> None:
@@ -138,10 +139,49 @@ def test_bad_target_in_run_is_params_error(project) -> None:
         _run(root, df, strategy="oversample", target={"b": 1})
 
 
-def test_smote_on_embeddings_not_built_yet(project) -> None:
+def test_smote_without_embeddings_says_run_embed(project) -> None:
     root, df = project
-    with pytest.raises(ParamsError, match=r"balance\.strategy smote needs datakit embed"):
+    with pytest.raises(ParamsError, match=r"balance\.strategy smote interpolates embeddings: run `datakit embed`"):
         _run(root, df, strategy="smote")
+
+
+def _vectors(df: pd.DataFrame, dim: int = 8) -> tuple[list[str], np.ndarray]:
+    """Per-class clusters: label offset + small noise, one vector per image."""
+    rng = np.random.default_rng(7)
+    centre = {label: rng.normal(0, 1, dim) * 10 for label in sorted(df["label"].unique())}
+    X = np.stack([centre[label] + rng.normal(0, 0.1, dim) for label in df["label"]]).astype(np.float32)
+    return df["image_id"].astype(str).tolist(), X
+
+
+def test_smote_on_embeddings_adds_vectors_between_same_class_parents(project) -> None:
+    root, df = project
+    ids, X = _vectors(df)
+    new_vectors: dict[str, np.ndarray] = {}
+    out, report = run(df, BalanceParams(strategy="smote", k_neighbors=3), root=root,
+                      store=ImageStore(root / "data" / "balanced"), embeddings=(ids, X), new_vectors=new_vectors)
+    _originals_kept(df, out)
+    _non_train_unchanged(df, out)
+    assert report["counts_after"] == {"a": 12, "b": 12, "c": 12}
+    new = out[out["origin"] == "smote"]
+    assert len(new) == 18 and set(new["image_id"]) == set(new_vectors)
+    assert new["path"].isna().all() and (new["split"] == "train").all()
+    assert not (root / "data" / "balanced").exists() or not any((root / "data" / "balanced").rglob("*.*"))
+    pos = {iid: i for i, iid in enumerate(ids)}
+    labels = df.set_index("image_id")["label"]
+    for row in new.itertuples():
+        a, b = row.parent_ids
+        assert a != b and labels[a] == labels[b] == row.label
+        v, va, vb = new_vectors[row.image_id], X[pos[a]], X[pos[b]]
+        gap = json.loads(row.augment_params)["gap"]
+        np.testing.assert_allclose(v, va + gap * (vb - va), rtol=1e-5, atol=1e-5)
+    assert "linear probe" in report["note"]
+
+
+def test_smote_on_embeddings_names_images_without_a_vector(project) -> None:
+    root, df = project
+    ids, X = _vectors(df)
+    with pytest.raises(ManifestError, match=r"have no embedding .*datakit embed"):
+        run(df, BalanceParams(strategy="smote"), root=root, store=ImageStore(root / "b"), embeddings=(ids[3:], X[3:]))
 
 
 # ---- strategies ---------------------------------------------------------------------------
@@ -247,10 +287,11 @@ def test_smote_pixels_rows_have_two_parents(project) -> None:
     assert "ghost" in report["note"]
 
 
-@pytest.mark.parametrize("strategy", ["none", "class_weights", "oversample", "undersample", "smote_pixels"])
+@pytest.mark.parametrize("strategy", ["none", "class_weights", "oversample", "undersample", "smote_pixels", "smote"])
 def test_val_test_untouched_every_strategy(project, strategy) -> None:
     root, df = project
-    out, _ = _run(root, df, strategy=strategy, pixels_size=8)
+    out, _ = run(df, BalanceParams(strategy=strategy, pixels_size=8), root=root, store=ImageStore(root / "data" / "balanced"),
+                 embeddings=_vectors(df))
     _non_train_unchanged(df, out)
     _originals_kept(df, out)
     assert (out.loc[out["origin"] != "original", "split"] == "train").all()

@@ -11,7 +11,7 @@ the keep / conflict policies (`grouping.py`). Decisions are columns, never delet
 | `low_information` | uniform / tiny image: never near-matched (it would chain unrelated images) |
 | `dup_group` | group id: the smallest `image_id` of the group (every row has one) |
 | `dup_of` | the kept image this row duplicates (null for kept rows and dropped conflict groups) |
-| `dup_distance` | Hamming distance to `dup_of` (0 for exact copies) |
+| `dup_distance` | Hamming distance to `dup_of` (0 for exact copies; also for pairs the embedding signal found) |
 | `keep` | False when the row is a duplicate, in a dropped conflict group, or undecodable |
 | `dedup_reason` | why kept (`unique`, `largest of 3`, ...) or why not (`duplicate`, `label_conflict`, ...) |
 | `label_conflict` | the group's members carry different labels |
@@ -129,7 +129,8 @@ def candidate_edges(dh: list[str | None], crops: list[list[str]], low: list[bool
 
 
 def run(df: pd.DataFrame, params: DedupParams, *, root: Path, input_dir: Path | None = None,
-        against: pd.DataFrame | None = None, hashes: tuple[Any, ...] | None = None) -> DedupResult:
+        against: pd.DataFrame | None = None, hashes: tuple[Any, ...] | None = None,
+        embeddings: tuple[list[str], np.ndarray] | None = None) -> DedupResult:
     """The dedup stage over a manifest (`root`: what `path`s are relative to).
 
     Args:
@@ -137,9 +138,17 @@ def run(df: pd.DataFrame, params: DedupParams, *, root: Path, input_dir: Path | 
             `df` within `threshold` of one of its images are marked `keep=False`,
             `dedup_reason="in_against"`, `against_dup=<its image_id>`.
         hashes: precomputed (dhash, crops, low, errors), for tests and re-use.
+        embeddings: (image_ids, vectors) from `datakit embed`, used when `signals` names
+            `embedding`: pairs at cosine similarity >= `embedding_similarity` become edges too
+            (`via="embedding"`; `dup_distance` stays the pair's dhash distance).
     """
-    if "embedding" in params.signals:
-        raise ParamsError("dedup.signals: 'embedding' needs `datakit embed` (not available yet); use [dhash]")
+    if not params.signals:
+        raise ParamsError("dedup.signals: name at least one signal (dhash, embedding)")
+    if "embedding" in params.signals and embeddings is None:
+        raise ParamsError(
+            "dedup.signals: 'embedding' needs an embeddings table: run `datakit embed INPUT --out DIR` and pass "
+            "--embeddings DIR (or set dedup.embeddings), or use signals: [dhash]"
+        )
     for col in ("image_id", "path", "label", "width", "height", "bytes"):
         if col not in df.columns:
             raise ManifestError(f"dedup input manifest lacks the column {col!r}")
@@ -147,7 +156,16 @@ def run(df: pd.DataFrame, params: DedupParams, *, root: Path, input_dir: Path | 
     df = df.reset_index(drop=True).copy()
     dh, crops, low, errors = hashes if hashes is not None else hash_manifest(df, root, params)
     t_hash = time.monotonic() - t0
-    i, j, d, via = candidate_edges(dh, crops, low, params)
+    if "dhash" in params.signals:
+        i, j, d, via = candidate_edges(dh, crops, low, params)
+        via = via.astype(np.int8)  # 0 full, 1 crop, 2 embedding
+    else:
+        i = j = d = np.array([], dtype=np.int64)
+        via = np.array([], dtype=np.int8)
+    sim = np.full(len(i), np.nan, dtype=np.float32)
+    n_emb = 0
+    if "embedding" in params.signals and embeddings is not None:
+        i, j, d, via, sim, n_emb = _add_embedding_edges(df, dh, low, errors, embeddings, params, i, j, d, via, sim)
     roots = components(len(df), i, j)
     extra = _extra_labels(input_dir, df)
     decisions = decide(
@@ -165,7 +183,7 @@ def run(df: pd.DataFrame, params: DedupParams, *, root: Path, input_dir: Path | 
     df["dup_group"] = [x.group for x in decisions]
     df["dup_of"] = [x.dup_of for x in decisions]
     df["dup_distance"] = [
-        (dist_to.get((r, row_of[x.dup_of])) if x.dup_of is not None else None) for r, x in enumerate(decisions)
+        _distance(dist_to, r, row_of[x.dup_of]) if x.dup_of is not None else None for r, x in enumerate(decisions)
     ]
     df["keep"] = [x.keep for x in decisions]
     df["dedup_reason"] = [x.reason for x in decisions]
@@ -180,10 +198,57 @@ def run(df: pd.DataFrame, params: DedupParams, *, root: Path, input_dir: Path | 
     if against is not None:
         n_against = _mark_against(df, against, params)
     pairs = pd.DataFrame({"a": df["image_id"].to_numpy()[i] if len(i) else [], "b": df["image_id"].to_numpy()[j] if len(j) else [],
-                          "distance": d, "via": np.where(via, "crop", "full") if len(via) else []})
+                          "distance": d, "via": np.array(["full", "crop", "embedding"], dtype=object)[via] if len(via) else [],
+                          "similarity": sim})
     report = _report(df, params, pairs, t_hash, time.monotonic() - t0, n_against)
+    report["signals"] = list(params.signals)
+    report["pairs_via_embedding"] = int((via == 2).sum())
+    report["embedding_pairs_found"] = n_emb
+    report["embedding_similarity"] = params.embedding_similarity if "embedding" in params.signals else None
     conflicts = sorted(set(df.loc[df["label_conflict"], "dup_group"]))
     return DedupResult(df, report, pairs, conflicts)
+
+
+def _distance(dist_to: dict[tuple[int, int], int], a: int, b: int) -> int | None:
+    v = dist_to.get((a, b))
+    return v if v is not None and v >= 0 else None  # -1: an embedding edge between unhashed rows
+
+
+def _hamming(a: str | None, b: str | None) -> int:
+    if not isinstance(a, str) or not isinstance(b, str):
+        return -1
+    return (int(a, 16) ^ int(b, 16)).bit_count()
+
+
+def _add_embedding_edges(df: pd.DataFrame, dh: list[str | None], low: list[bool], errors: list[str | None],
+                         embeddings: tuple[list[str], np.ndarray], params: DedupParams, i: np.ndarray, j: np.ndarray,
+                         d: np.ndarray, via: np.ndarray, sim: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Hash edges plus cosine-similarity edges between rows not already linked. Rows without a
+    vector, unreadable rows and low-information rows take part in none."""
+    from datakit.embed import cosine_pairs, lookup
+
+    ids, X = embeddings
+    vecs, found = lookup(ids, X, df["image_id"].astype(str))
+    missing = int((~found & np.array([e is None for e in errors])).sum())
+    if missing:
+        gone = [iid for iid, f, e in zip(df["image_id"], found, errors, strict=True) if not f and e is None]
+        raise ManifestError(
+            f"dedup.signals embedding: {missing} image(s) have no vector in the embeddings table "
+            f"(e.g. {', '.join(map(str, gone[:3]))}): run `datakit embed` on this manifest"
+        )
+    rows = np.array([r for r in range(len(df)) if found[r] and errors[r] is None and not low[r]], dtype=np.int64)
+    ei, ej, es = cosine_pairs(vecs[rows], params.embedding_similarity)
+    a, b = rows[ei], rows[ej]
+    have = set(zip(i.tolist(), j.tolist(), strict=True))
+    new = [(x, y, s) for x, y, s in zip(a.tolist(), b.tolist(), es.tolist(), strict=True) if (x, y) not in have]
+    if new:
+        na = np.array([x for x, _, _ in new], dtype=np.int64)
+        nb = np.array([y for _, y, _ in new], dtype=np.int64)
+        nd = np.array([_hamming(dh[x], dh[y]) for x, y, _ in new], dtype=np.int64)
+        i, j, d = np.concatenate([i, na]), np.concatenate([j, nb]), np.concatenate([d, nd])
+        via = np.concatenate([via, np.full(len(new), 2, dtype=np.int8)])
+        sim = np.concatenate([sim, np.array([s for _, _, s in new], dtype=np.float32)])
+    return i, j, d, via, sim, len(ei)
 
 
 def _mark_against(df: pd.DataFrame, against: pd.DataFrame, params: DedupParams) -> int:

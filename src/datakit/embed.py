@@ -1,0 +1,424 @@
+"""`datakit embed`: CNN embeddings for every image of a manifest (issue 5; extra `train`).
+
+One vector per image, from a torchvision backbone of the registry in `models.py` with its
+ImageNet head removed, stored as a table keyed by `image_id`:
+
+| file | what |
+|---|---|
+| `OUT/embeddings.parquet` | `image_id` (string), `embedding` (fixed-size list of float32, width `dim`), manifest order |
+| `OUT/embed.json` | backbone, pretrained, weights, dim, preprocess recipe, seed, torch version, fingerprint |
+| `OUT/manifest.parquet` | the input manifest, unchanged (so later stages can take this folder as INPUT) |
+| `OUT/failures.parquet` | rows whose image could not be read, with the reason |
+
+Used by `balance.strategy: smote` (synthetic embedding rows), by the linear-probe trainer, and
+by dedup as a second near-duplicate signal (`dedup.signals: [dhash, embedding]`: cosine
+similarity survives the re-crops that move a dhash by ~50 bits).
+
+Resumable: vectors are written in parts (`OUT/.parts/part-NNNNN.parquet`, each atomic) as the
+run goes; a killed run re-embeds only what no part holds. Incremental: a finished table with
+the same fingerprint (backbone, weights, preprocess, seed) is reused row by row, as are tables
+named by `--reuse` (e.g. the scrape embeddings when embedding the augment stage), so only new
+images cost model time. A different fingerprint starts afresh.
+
+Batched through a DataLoader (decode + preprocess in worker processes); on a CUDA device the
+model runs in bf16 autocast with channels_last; on the CPU in float32. Random weights
+(`pretrained: false`) are seeded, so tests get the same vectors on every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from datakit.errors import DatakitError, ManifestError, ParamsError
+from datakit.fsutil import atomic_write, atomic_write_text
+
+KEY = "embed"
+EMBEDDINGS = "embeddings.parquet"
+META = "embed.json"
+PARTS = ".parts"
+
+
+class EmbedParams(BaseModel):
+    """params.yaml `embed:`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backbone: str = Field("resnet18", description="a name from datakit.models.REGISTRY")
+    pretrained: bool = Field(True, description="ImageNet weights (false: seeded random weights, tests only)")
+    image_size: int | None = Field(None, ge=16, le=1024, description="crop side (default: the weights' recipe, 224)")
+    batch_size: int = Field(64, ge=1, le=4096)
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    workers: int = Field(-1, ge=-1, le=64, description="DataLoader decode processes (-1: one per core up to 8, 0: in process)")
+    seed: int = 0
+    rows: str = Field("all", pattern="^(all|kept)$", description="all rows with an image, or only keep=True rows")
+
+
+def parse_embed(data: dict[str, Any] | None, prefix: str = KEY) -> EmbedParams:
+    """Validate an `embed:` mapping; errors name `embed.<key>`."""
+    from datakit.models import REGISTRY
+
+    try:
+        p = EmbedParams.model_validate(data or {})
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = ".".join([prefix, *map(str, err["loc"])])
+            if err["type"] == "extra_forbidden":
+                lines.append(f"{key}: unknown key (allowed: {', '.join(EmbedParams.model_fields)})")
+            else:
+                value = err.get("input")
+                lines.append(f"{key}: {err['msg']}" + (f" (got {value!r})" if not isinstance(value, (dict, list)) else ""))
+        raise ParamsError("; ".join(lines)) from None
+    if p.backbone not in REGISTRY:
+        raise ParamsError(f"{prefix}.backbone: unknown backbone {p.backbone!r} (known: {', '.join(REGISTRY)})")
+    return p
+
+
+# ---------------------------------------------------------------- the table
+
+
+def _schema(dim: int) -> pa.Schema:
+    return pa.schema([("image_id", pa.string()), ("embedding", pa.list_(pa.float32(), dim))])
+
+
+def _to_table(ids: list[str], X: np.ndarray) -> pa.Table:
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    n, dim = X.shape
+    values = pa.array(X.reshape(-1), type=pa.float32())
+    emb = pa.FixedSizeListArray.from_arrays(values, dim)
+    return pa.Table.from_arrays([pa.array(ids, type=pa.string()), emb], schema=_schema(dim))
+
+
+def write_embeddings(path: Path, ids: list[str], X: np.ndarray, metadata: dict[str, Any] | None = None) -> None:
+    """Atomically write an embeddings table (the fingerprint, when given, rides in the schema)."""
+    table = _to_table(list(map(str, ids)), X)
+    if metadata:
+        table = table.replace_schema_metadata({b"datakit": json.dumps(metadata, sort_keys=True).encode()})
+
+    def _write(tmp: str) -> None:
+        pq.write_table(table, tmp)
+
+    atomic_write(Path(path), _write)
+
+
+def read_embeddings(path: Path) -> tuple[list[str], np.ndarray, dict[str, Any]]:
+    """(image_ids, float32 array (n, dim), meta) from an embeddings table or the folder holding one.
+
+    `meta` is `embed.json` beside the table when present, else the metadata stored in it."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / EMBEDDINGS
+    if not path.exists():
+        raise ManifestError(f"no embeddings table at {path}: run `datakit embed` first")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ManifestError(f"corrupt embeddings table {path}: {exc}") from None
+    if "image_id" not in table.column_names or "embedding" not in table.column_names:
+        raise ManifestError(f"{path}: an embeddings table needs the columns image_id and embedding (has {table.column_names})")
+    col = table.column("embedding").combine_chunks()
+    if not pa.types.is_fixed_size_list(col.type):
+        raise ManifestError(f"{path}: column embedding must be a fixed-size list of float32 (is {col.type})")
+    dim = col.type.list_size
+    X = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, dim)
+    ids = table.column("image_id").to_pylist()
+    meta: dict[str, Any] = {}
+    side = path.parent / META
+    if side.exists():
+        meta = json.loads(side.read_text())
+    elif table.schema.metadata and b"datakit" in table.schema.metadata:
+        meta = json.loads(table.schema.metadata[b"datakit"])
+    if len(set(ids)) != len(ids):
+        raise ManifestError(f"{path}: duplicate image_id rows")
+    return ids, X, meta
+
+
+def lookup(ids: list[str], X: np.ndarray, wanted: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(rows of `X` for `wanted`, mask of which were found)."""
+    pos = {iid: i for i, iid in enumerate(ids)}
+    idx = np.array([pos.get(str(w), -1) for w in wanted], dtype=np.int64)
+    found = idx >= 0
+    out = np.zeros((len(idx), X.shape[1]), dtype=np.float32)
+    out[found] = X[idx[found]]
+    return out, found
+
+
+# ---------------------------------------------------------------- the run
+
+
+def fingerprint(params: EmbedParams, preprocess: dict[str, Any], weights: str | None) -> str:
+    key = {"backbone": params.backbone, "pretrained": params.pretrained, "weights": weights,
+           "preprocess": preprocess, "seed": None if params.pretrained else params.seed}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class _Images:
+    """A map-style dataset: row -> (row, CHW float32 or None, reason, detail). Picklable."""
+
+    def __init__(self, root: Path, paths: list[str], preprocess: dict[str, Any]) -> None:
+        self.root, self.paths, self.pre = Path(root), paths, preprocess
+        self._p: Any = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str | None, str | None]:
+        from datakit.images import ImageRejected, load_image
+        from datakit.models import Preprocess
+
+        if self._p is None:
+            self._p = Preprocess.from_dict(self.pre)
+        try:
+            im = load_image(self.root, self.paths[i])
+        except ImageRejected as exc:
+            return i, None, exc.reason, exc.detail
+        except FileNotFoundError as exc:
+            return i, None, "missing_file", str(exc)
+        except OSError as exc:
+            return i, None, "decode_error", str(exc)
+        return i, self._p.array(im), None, None
+
+
+def _collate(batch: list[tuple[int, np.ndarray | None, str | None, str | None]]) -> tuple[Any, ...]:
+    import torch
+
+    ok = [b for b in batch if b[1] is not None]
+    bad = [(b[0], b[2], b[3]) for b in batch if b[1] is None]
+    x = torch.from_numpy(np.stack([b[1] for b in ok])) if ok else None  # type: ignore[misc]
+    return [b[0] for b in ok], x, bad
+
+
+def _workers(requested: int) -> int:
+    if requested >= 0:
+        return requested
+    return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def _load_tables(paths: Iterable[Path], fp: str) -> dict[str, np.ndarray]:
+    """Vectors from earlier tables with the same fingerprint, by image_id."""
+    have: dict[str, np.ndarray] = {}
+    for p in paths:
+        p = Path(p)
+        table = p / EMBEDDINGS if p.is_dir() else p
+        if not table.exists():
+            continue
+        try:
+            ids, X, meta = read_embeddings(table)
+        except ManifestError:
+            continue
+        if meta.get("fingerprint") != fp:
+            continue
+        for i, iid in enumerate(ids):
+            have.setdefault(iid, X[i])
+    return have
+
+
+def _load_parts(folder: Path, fp: str) -> dict[str, np.ndarray]:
+    have: dict[str, np.ndarray] = {}
+    stamp = folder / "fingerprint"
+    if not folder.exists():
+        return have
+    if not stamp.exists() or stamp.read_text().strip() != fp:
+        for f in folder.iterdir():
+            f.unlink()
+        return have
+    for f in sorted(folder.glob("part-*.parquet")):
+        try:
+            ids, X, _ = read_embeddings(f)
+        except ManifestError:
+            f.unlink()  # a part is written atomically; an unreadable one is not ours to trust
+            continue
+        for i, iid in enumerate(ids):
+            have[iid] = X[i]
+    return have
+
+
+def run(
+    df: pd.DataFrame,
+    params: EmbedParams,
+    *,
+    root: Path,
+    out_dir: Path,
+    reuse: Iterable[Path] = (),
+    failures: list[dict[str, Any]] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    part_seconds: float = 30.0,
+) -> dict[str, Any]:
+    """Embed the manifest's images into `out_dir/embeddings.parquet`; returns the report.
+
+    `progress(phase, done, total)` is called as batches finish. `failures` receives one dict per
+    unreadable image (image_id, label, reason, detail); such rows get no vector."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from datakit.models import build, pick_device, preprocess_for
+
+    t0 = time.monotonic()
+    out_dir = Path(out_dir)
+    failed = failures if failures is not None else []
+    rows = df
+    if params.rows == "kept" and "keep" in df.columns:
+        rows = df[df["keep"].fillna(False).astype(bool)]
+    rows = rows[rows["path"].map(lambda p: isinstance(p, str) and p != "")]
+    ids = rows["image_id"].astype(str).tolist()
+    paths = rows["path"].astype(str).tolist()
+    labels = rows["label"].tolist() if "label" in rows.columns else [None] * len(ids)
+
+    pre = preprocess_for(params.backbone, params.pretrained, params.image_size).to_dict()
+    weights = None
+    if params.pretrained:
+        from datakit.models import _weights
+
+        weights = str(_weights(params.backbone))
+    fp = fingerprint(params, pre, weights)
+    parts_dir = out_dir / PARTS
+    have = _load_tables([out_dir, *reuse], fp)
+    have.update(_load_parts(parts_dir, fp))
+    todo = [i for i, iid in enumerate(ids) if iid not in have]
+    reused = len(ids) - len(todo)
+    device = pick_device(params.device)
+    dim: int | None = next((len(v) for v in have.values()), None)
+    n_new = 0
+    t_model = 0.0
+    if todo:
+        model = build(params.backbone, pretrained=params.pretrained, seed=params.seed).eval().to(device)
+        cuda = device.type == "cuda"
+        if cuda:
+            model = model.to(memory_format=torch.channels_last)
+        parts_dir.mkdir(parents=True, exist_ok=True)
+        (parts_dir / "fingerprint").write_text(fp + "\n")
+        n_parts = len(list(parts_dir.glob("part-*.parquet")))
+        workers = _workers(params.workers)
+        dataset = _Images(root, [paths[i] for i in todo], pre)
+        loader = DataLoader(dataset, batch_size=params.batch_size, shuffle=False, num_workers=workers,
+                            collate_fn=_collate, pin_memory=cuda, persistent_workers=False)
+        buf_ids: list[str] = []
+        buf_x: list[np.ndarray] = []
+        last = time.monotonic()
+
+        def flush() -> None:
+            nonlocal n_parts, buf_ids, buf_x, last
+            if buf_ids:
+                write_embeddings(parts_dir / f"part-{n_parts:05d}.parquet", buf_ids, np.concatenate(buf_x))
+                n_parts += 1
+                buf_ids, buf_x = [], []
+            last = time.monotonic()
+
+        done = 0
+        with torch.inference_mode():
+            for pos, x, bad in loader:
+                for j, reason, detail in bad:
+                    k = todo[j]
+                    failed.append({"image_id": ids[k], "label": labels[k], "path": paths[k], "reason": reason, "detail": detail})
+                if x is not None:
+                    tm = time.monotonic()
+                    x = x.to(device, non_blocking=cuda)
+                    if cuda:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                        with torch.autocast("cuda", dtype=torch.bfloat16):
+                            y = model(x)
+                    else:
+                        y = model(x)
+                    vec = y.float().cpu().numpy()
+                    t_model += time.monotonic() - tm
+                    dim = vec.shape[1]
+                    new_ids = [ids[todo[j]] for j in pos]
+                    for iid, v in zip(new_ids, vec, strict=True):
+                        have[iid] = v
+                    buf_ids += new_ids
+                    buf_x.append(vec)
+                    n_new += len(new_ids)
+                done += len(pos) + len(bad)
+                if progress:
+                    progress("embed", done, len(todo))
+                if time.monotonic() - last >= part_seconds:
+                    flush()
+        flush()
+
+    final = [iid for iid in ids if iid in have]
+    if dim is None:
+        from datakit.models import backbone
+
+        dim = backbone(params.backbone).dim
+    X = np.stack([have[iid] for iid in final]) if final else np.zeros((0, dim), dtype=np.float32)
+    meta = {
+        "backbone": params.backbone, "pretrained": params.pretrained, "weights": weights, "dim": int(dim),
+        "preprocess": pre, "seed": params.seed, "fingerprint": fp, "torch": torch.__version__,
+    }
+    write_embeddings(out_dir / EMBEDDINGS, final, X, {"fingerprint": fp})
+    atomic_write_text(out_dir / META, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    if parts_dir.exists():
+        for f in parts_dir.iterdir():
+            f.unlink()
+        parts_dir.rmdir()
+    seconds = time.monotonic() - t0
+    return {
+        **{k: meta[k] for k in ("backbone", "pretrained", "weights", "dim", "fingerprint")},
+        "device": str(device),
+        "images": len(ids),
+        "embedded": len(final),
+        "computed": n_new,
+        "reused": reused,
+        "failures": len(failed),
+        "seconds": round(seconds, 3),
+        "images_per_s": round(n_new / t_model, 1) if t_model > 0 else None,
+        "end_to_end_images_per_s": round(n_new / seconds, 1) if n_new and seconds > 0 else None,
+    }
+
+
+def cosine_pairs(X: np.ndarray, min_similarity: float, *, block: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (i < j) whose cosine similarity is >= `min_similarity`, with the similarity.
+
+    Exact and blocked (n x block similarities at a time, float32 matmul): O(n^2 d) work, about
+    1.5 s per 10^9 multiply-adds on one core here; fine into the 100k range."""
+    X = np.asarray(X, dtype=np.float32)
+    n = len(X)
+    if n < 2:
+        e = np.array([], dtype=np.int64)
+        return e, e, np.array([], dtype=np.float32)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    Xn = X / np.where(norms == 0, 1.0, norms)
+    Xn[norms[:, 0] == 0] = 0.0  # a zero vector is similar to nothing
+    ai, bj, ss = [], [], []
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        S = Xn[start:stop] @ Xn[start:].T  # only the upper triangle from this block on
+        r, c = np.nonzero(S >= min_similarity)
+        c_abs = c + start
+        r_abs = r + start
+        upper = c_abs > r_abs
+        ai.append(r_abs[upper])
+        bj.append(c_abs[upper])
+        ss.append(S[r[upper], c[upper]])
+    return np.concatenate(ai), np.concatenate(bj), np.concatenate(ss).astype(np.float32)
+
+
+__all__ = ["EMBEDDINGS", "EmbedParams", "cosine_pairs", "lookup", "parse_embed", "read_embeddings", "run",
+           "write_embeddings"]
+
+
+def missing(df: pd.DataFrame, ids: list[str]) -> list[str]:
+    """image_ids of `df` (rows with an image) that the table lacks."""
+    have = set(ids)
+    return [iid for iid, p in zip(df["image_id"].astype(str), df["path"], strict=True) if isinstance(p, str) and iid not in have]
+
+
+def require(df: pd.DataFrame, ids: list[str], table: Path, what: str) -> None:
+    gone = missing(df, ids)
+    if gone:
+        raise DatakitError(
+            f"{what}: {len(gone)} image(s) have no vector in {table} (e.g. {', '.join(gone[:3])}); "
+            f"run `datakit embed` on this manifest (it only computes what is missing)"
+        )
