@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv demo test lint bench-scrape clean
+.PHONY: venv browser demo test lint bench-scrape clean
 
 venv: $(STAMP)
 
@@ -18,35 +18,27 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e '.[dev,train]'
 	touch $(STAMP)
 
+# The offline pipeline, with DVC: every stage from pipelines/demo/dvc.yaml (synthetic provider,
+# random-weight backbones, a small model on the CPU). A second `make demo` is a no-op.
 demo: venv
-	rm -rf demo-out
-	$(BIN)/datakit scrape --provider synthetic --params pipelines/demo/params.yaml \
-	    --out demo-out/scrape --report demo-out/reports/scrape.json
-	$(BIN)/datakit verify demo-out/scrape
-	$(BIN)/datakit dedup demo-out/scrape --params pipelines/demo/params.yaml \
-	    --out demo-out/dedup --report demo-out/reports/dedup.json
-	$(BIN)/datakit split demo-out/dedup --params pipelines/demo/params.yaml \
-	    --out demo-out/split --report demo-out/reports/split.json
-	$(BIN)/datakit audit demo-out/split --params pipelines/demo/params.yaml --report demo-out/reports/audit.json
-	$(BIN)/datakit export demo-out/split --out demo-out/imagefolder
-	$(BIN)/datakit augment demo-out/split --params pipelines/demo/params.yaml \
-	    --out demo-out/augment --report demo-out/reports/augment.json
-	$(BIN)/datakit embed demo-out/augment --params pipelines/demo/params.yaml \
-	    --out demo-out/embed --report demo-out/reports/embed.json
-	$(BIN)/datakit balance demo-out/embed --params pipelines/demo/params.yaml \
-	    --out demo-out/balance --report demo-out/reports/balance.json
-	@echo "demo: stage folders demo-out/{scrape,dedup,split,augment,embed,balance}, duplicate gallery demo-out/dedup/gallery.html,"
-	@echo "      balance page demo-out/balance/report.html, class folders demo-out/imagefolder/{train,val,test},"
-	@echo "      figures demo-out/reports/*.json"
+	PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/dvc repro pipelines/demo/dvc.yaml
+	@echo "demo: report pipelines/demo/reports/report.html; stage folders pipelines/demo/data/*;"
+	@echo "      figures pipelines/demo/reports/*.json; plots: $(BIN)/dvc plots show pipelines/demo/dvc.yaml"
 
-test: venv
+# Headless Chromium for the report test (Debian's package; root or sudo).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; }
+
+test: venv browser
 	DVC_NO_ANALYTICS=1 $(BIN)/python -m pytest
 
 bench-scrape: venv
 	$(BIN)/python bench/scrape.py
 
 clean:
-	rm -rf $(VENV) demo-out bench-out .pytest_cache
+	rm -rf $(VENV) demo-out bench-out .pytest_cache pipelines/demo/data pipelines/demo/reports pipelines/demo/dvc.lock
 
 lint: venv
 	$(BIN)/ruff check src tests bench

@@ -668,6 +668,18 @@ def verify(
     raise typer.Exit(1)
 
 
+def _register_more() -> None:
+    """Commands that live in their own modules (torch is imported only when they run)."""
+    from datakit.cli_report import register as register_report
+    from datakit.cli_train import register as register_train
+
+    register_train(app)
+    register_report(app)
+
+
+_register_more()
+
+
 def run() -> None:  # pragma: no cover - console-script entry
     app()
 

@@ -1,0 +1,81 @@
+"""`datakit report`: one static HTML page for a pipeline run (see datakit.report).
+
+`register(app)` adds the command to the main Typer app. The command only resolves the stage
+folders, calls `datakit.report.build_report` and prints the page's path (notes on stderr).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from datakit.errors import DatakitError
+
+out = Console(width=None if sys.stdout.isatty() else 120)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
+
+REPORT_EPILOG = (
+    "Examples:\n\n"
+    "  datakit report                                   (data/<stage>/, reports/*.json -> reports/report.html)\n\n"
+    "  datakit report --data demo-out --reports demo-out/reports --out demo-out/report.html\n\n"
+    "  datakit report --params params.yaml --stage train=models/baseline --stage evaluate=eval/baseline\n\n"
+    "  Stage names: scrape, dedup, split, audit, augment, embed, balance, train, evaluate."
+)
+
+
+def _fail(exc: BaseException | str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def parse_stage_overrides(values: list[str] | None) -> dict[str, Path]:
+    """`name=path` strings to {name: Path}; a value without `=` is an error naming it."""
+    parsed: dict[str, Path] = {}
+    for value in values or []:
+        name, sep, path = value.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise DatakitError(f"--stage {value!r}: expected NAME=PATH, e.g. --stage evaluate=eval/baseline")
+        parsed[name.strip()] = Path(path.strip())
+    return parsed
+
+
+def register(app: typer.Typer) -> None:
+    """Add `report` to `app`."""
+
+    @app.command("report", epilog=REPORT_EPILOG, short_help="One static HTML page per pipeline run: counts per stage, galleries, audit, confusion matrix, curves.")
+    def report(
+        data: Annotated[Path, typer.Option(help="Folder holding the stage folders (scrape/, dedup/, split/, ... train/, evaluate/).", file_okay=False)] = Path("data"),
+        reports: Annotated[Path, typer.Option(help="Folder holding the stages' figures (<stage>.json).", file_okay=False)] = Path("reports"),
+        out_file: Annotated[Path, typer.Option("--out", help="The HTML page to write (one self-contained file).", dir_okay=False)] = Path("reports/report.html"),
+        params_file: Annotated[Optional[Path], typer.Option("--params", help="params.yaml to show in the header (default: ./params.yaml if present).", dir_okay=False)] = None,
+        stage: Annotated[Optional[list[str]], typer.Option("--stage", help="NAME=PATH: a stage folder somewhere else than DATA/NAME (repeatable).")] = None,
+    ) -> None:
+        """Write one static HTML page for a pipeline run: counts at every stage per label and query,
+        duplicate and label-conflict galleries, the audit, balance, training curves, the confusion
+        matrix, the learning curve and the most confident mistakes.
+
+        Every part is optional: what is absent is named on the page. The page embeds its images and
+        charts (no script, no external URL), so it opens offline."""
+        from datakit.report import build_report, stage_folders
+
+        try:
+            if params_file is None and Path("params.yaml").is_file():
+                params_file = Path("params.yaml")
+            if params_file is not None and not params_file.is_file():
+                raise DatakitError(f"params file not found: {params_file}")
+            stages = stage_folders(data, parse_stage_overrides(stage))
+            result = build_report(stages, reports, out_file, params_file=params_file)
+        except DatakitError as exc:
+            raise _fail(exc) from None
+        for line in result["absent"]:
+            err.print(f"not in this run: {line}", highlight=False, markup=False)
+        for line in result["notes"]:
+            err.print(f"note: {line}", highlight=False, markup=False)
+        out.print(str(out_file), highlight=False, markup=False, soft_wrap=True)
+
+
+__all__ = ["register", "parse_stage_overrides"]

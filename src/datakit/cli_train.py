@@ -1,0 +1,266 @@
+"""`datakit train`, `datakit evaluate`, `datakit predict`: the model commands (extra `train`).
+
+`register(app)` adds them to the main Typer app; torch is imported inside the commands only, so
+`datakit --help` and the data stages stay fast and work without the extra installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from datakit.errors import DatakitError
+
+out = Console(width=None if sys.stdout.isatty() else 120)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
+
+_NO_TORCH = ("{cmd} needs torch and torchvision (the `train` extra): pip install 'datakit[train]' "
+             "(or the CUDA build of torch from download.pytorch.org for a GPU)")
+
+
+def _fail(exc: BaseException | str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _write_report(path: Path, report: dict[str, Any]) -> None:
+    from datakit.fsutil import atomic_write_text
+
+    atomic_write_text(path, json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n")
+
+
+def _note(message: str) -> None:
+    err.print(message, highlight=False, markup=False)
+
+
+def _need_torch(cmd: str) -> None:
+    try:
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
+    except ImportError:
+        raise _fail(_NO_TORCH.format(cmd=cmd)) from None
+
+
+def _num(v: Any, digits: int = 4) -> str:
+    return "-" if v is None or (isinstance(v, float) and v != v) else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+TRAIN_EPILOG = (
+    "Examples:\n\n"
+    "  datakit train data/balance --out models/baseline                 (params.yaml `train:`)\n\n"
+    "  datakit train data/balance --out models/probe --mode linear_probe   (needs data/balance/embeddings.parquet)\n\n"
+    "  datakit train data/balance --out models/smoke --no-pretrained --epochs 1 --device cpu\n\n"
+    "  torchrun --nproc_per_node 4 -m datakit train data/balance --out models/ddp   (DDP; rank 0 writes)\n\n"
+    "  params.yaml: train: {backbone: efficientnet_b0, epochs: 20, lr: 0.001, backbone_lr_scale: 0.1, patience: 3}"
+)
+
+EVALUATE_EPILOG = (
+    "Examples:\n\n"
+    "  datakit evaluate models/baseline --data data/balance --out eval/baseline\n\n"
+    "  datakit evaluate models/probe --data data/balance --out eval/probe --report reports/evaluate-probe.json\n\n"
+    "  params.yaml: evaluate: {learning_curve: [0.1, 0.25, 0.5, 1.0], refit: auto, top_mistakes: 25}"
+)
+
+PREDICT_EPILOG = (
+    "Examples:\n\n"
+    "  datakit predict models/baseline ~/new_photos                      (a table of the first rows)\n\n"
+    "  datakit predict models/baseline ~/new_photos --out predictions.csv --top-k 5"
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `train`, `evaluate` and `predict` to `app`."""
+
+    @app.command(epilog=TRAIN_EPILOG)
+    def train(
+        input_dir: Annotated[Path, typer.Argument(metavar="INPUT", help="A balance (or split/augment) folder: manifest.parquet with split; class_weights.json and embeddings.parquet are read from it when present.", exists=True)],
+        out_dir: Annotated[Path, typer.Option("--out", help="Output folder: model.pt, history.csv, dvclive/.", file_okay=False)],
+        params_file: Annotated[Optional[Path], typer.Option("--params", help="params.yaml to read (default: ./params.yaml if present).")] = None,
+        report: Annotated[Path, typer.Option(help="Where to write best epoch, val metrics, speed (DVC metrics).")] = Path("reports/train.json"),
+        mode: Annotated[Optional[str], typer.Option(help="Override train.mode: finetune or linear_probe (a switch also takes that mode's epochs, batch_size, lr and weight_decay unless given).")] = None,
+        backbone: Annotated[Optional[str], typer.Option(help="Override train.backbone (resnet18, resnet50, mobilenet_v3_small, efficientnet_b0, ...).")] = None,
+        epochs: Annotated[Optional[int], typer.Option(help="Override train.epochs.")] = None,
+        batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Override train.batch_size.")] = None,
+        device: Annotated[Optional[str], typer.Option(help="Override train.device: auto, cpu, cuda, cuda:N.")] = None,
+        seed: Annotated[Optional[int], typer.Option(help="Override train.seed.")] = None,
+        pretrained: Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained", help="Override train.pretrained (--no-pretrained: random weights, smoke runs only).")] = None,
+    ) -> None:
+        """Train a classifier: fine-tune a backbone on the images, or a linear probe on embeddings.
+
+        finetune: a registry backbone (resnet18/50, mobilenet_v3_*, efficientnet_*, ...) with a new
+        head; the head learns at lr, the backbone at lr x backbone_lr_scale; train images are
+        augmented on the fly with params.yaml `augment` (the pipeline of the offline stage).
+        linear_probe: a linear head on INPUT/embeddings.parquet (datakit embed), SMOTE rows
+        included; seconds on a CPU. Class weights come from INPUT/class_weights.json
+        (class_weights: auto). Early stopping on the val split keeps the best epoch. On CUDA: bf16
+        autocast, channels_last; under torchrun: DDP. Images are decoded once into a uint8 cache."""
+        from datakit.augment import parse_augment
+        from datakit.fsutil import folder_lock
+        from datakit.params import load_params
+        from datakit.train.params import MODE_DEFAULTS, parse_train
+
+        try:
+            params = load_params(params_file)
+            raw = dict(getattr(params, "train", None) or {})
+            overrides = {"mode": mode, "backbone": backbone, "epochs": epochs, "batch_size": batch_size,
+                         "device": device, "seed": seed, "pretrained": pretrained}
+            if mode is not None and mode != raw.get("mode", "finetune"):
+                # a mode switch takes that mode's epochs, batch size, lr and weight decay unless given
+                for key in MODE_DEFAULTS[mode if mode in MODE_DEFAULTS else "finetune"]:
+                    raw.pop(key, None)
+            raw.update({k: v for k, v in overrides.items() if v is not None})
+            p = parse_train(raw)
+            aug = parse_augment(getattr(params, "augment", None)) if p.mode == "finetune" and p.online_augment else None
+        except DatakitError as exc:
+            raise _fail(exc) from None
+        _need_torch("datakit train")
+        from datakit.train.data import load_input
+        from datakit.train.loop import HISTORY_FILE, MODEL_FILE
+        from datakit.train.loop import run as run_train
+
+        main = os.environ.get("RANK", "0") == "0"
+        try:
+            df, root = load_input(input_dir)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            lock = folder_lock(out_dir, "datakit train") if main else contextlib.nullcontext()
+            with lock:
+                rep = run_train(df, p, root=root, input_dir=input_dir, out_dir=out_dir, augment=aug, log=_note)
+        except DatakitError as exc:
+            raise _fail(exc) from None
+        if not main:
+            return
+        _write_report(report, rep)
+        hist = Table(title=f"train ({p.mode}, {p.backbone}, {rep['device']}): per epoch")
+        for col in ("epoch", "train_loss", "val_loss", "val_acc", "val_bal_acc", "seconds"):
+            hist.add_column(col, justify="right")
+        import csv
+
+        with open(out_dir / HISTORY_FILE, encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        for r in rows[-25:]:
+            mark = " *" if int(r["epoch"]) == rep["best_epoch"] else ""
+            hist.add_row(r["epoch"] + mark, *(_num(float(r[k])) if r[k] else "-" for k in (
+                "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy")), r["seconds"])
+        out.print(hist)
+        speed = rep.get("images_per_s", rep.get("vectors_per_s"))
+        unit = "images/s" if "images_per_s" in rep else "vectors/s"
+        skipped = {k: v for k, v in rep["skipped"].items() if v}
+        out.print(f"best epoch {rep['best_epoch']} of {rep['epochs_run']}{' (stopped early)' if rep['stopped_early'] else ''}: "
+                  f"val accuracy {_num(rep['val_accuracy'])}, balanced {_num(rep['val_balanced_accuracy'])}; "
+                  f"{rep['n_train']} train rows, {rep['n_val']} val; {_num(speed, 1)} {unit}; "
+                  f"skipped {skipped or 'none'}\n"
+                  f"model: {out_dir / MODEL_FILE}   history: {out_dir / HISTORY_FILE}   report: {report}",
+                  highlight=False)
+
+    @app.command(epilog=EVALUATE_EPILOG)
+    def evaluate(
+        model_dir: Annotated[Path, typer.Argument(metavar="MODEL_DIR", help="A train output folder (model.pt).", exists=True)],
+        out_dir: Annotated[Path, typer.Option("--out", help="Output folder: predictions.csv, per_class.csv, confusion.png, mistakes.json, learning_curve.csv, cv.csv.", file_okay=False)],
+        data: Annotated[Optional[Path], typer.Option("--data", help="The dataset folder whose test split is scored (default: the folder the model was trained on).")] = None,
+        params_file: Annotated[Optional[Path], typer.Option("--params", help="params.yaml to read (default: ./params.yaml if present).")] = None,
+        report: Annotated[Path, typer.Option(help="Where to write accuracy, balanced accuracy, per-class figures (DVC metrics).")] = Path("reports/evaluate.json"),
+        device: Annotated[Optional[str], typer.Option(help="Override evaluate.device: auto, cpu, cuda, cuda:N.")] = None,
+    ) -> None:
+        """Score a trained model on the held-out test split (kept originals only).
+
+        Accuracy, balanced accuracy, per-class precision/recall/F1, the confusion matrix, the most
+        confident mistakes with thumbnails, a learning curve (accuracy vs share of the train data)
+        and, when split.folds made folds, a k-fold mean +- std. Curve and fold points are refits:
+        a linear probe on the embeddings table when there is one (seconds), else re-training with
+        the model's train params (evaluate.refit)."""
+        from datakit.params import load_params
+        from datakit.train.params import parse_evaluate
+
+        try:
+            params = load_params(params_file)
+            raw = dict(getattr(params, "evaluate", None) or {})
+            if device is not None:
+                raw["device"] = device
+            p = parse_evaluate(raw)
+        except DatakitError as exc:
+            raise _fail(exc) from None
+        _need_torch("datakit evaluate")
+        from datakit.evaluate import run as run_evaluate
+        from datakit.fsutil import folder_lock
+        from datakit.train.predict import load_model
+
+        try:
+            if data is None:
+                recorded = load_model(model_dir).payload.get("input")
+                if not recorded or not Path(recorded).exists():
+                    raise DatakitError(f"{model_dir}/model.pt does not name a dataset folder that exists here "
+                                       f"({recorded!r}); give --data INPUT")
+                data = Path(recorded)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            with folder_lock(out_dir, "datakit evaluate"):
+                rep = run_evaluate(model_dir, data, p, out_dir, log=_note)
+        except DatakitError as exc:
+            raise _fail(exc) from None
+        _write_report(report, rep)
+        t = Table(title=f"evaluate: {rep['n_test']} test images")
+        for col in ("label", "precision", "recall", "f1", "support"):
+            t.add_column(col, justify="left" if col == "label" else "right")
+        for label, r in rep["per_class"].items():
+            t.add_row(label, _num(r["precision"], 3), _num(r["recall"], 3), _num(r["f1"], 3), str(r["support"]))
+        out.print(t)
+        curve = rep.get("learning_curve")
+        if curve:
+            c = Table(title=f"learning curve ({curve['method']} refits, same test set)")
+            for col in ("fraction", "n_train", "accuracy", "balanced_accuracy"):
+                c.add_column(col, justify="right")
+            for pt in curve["points"]:
+                c.add_row(f"{pt['fraction']:g}", str(pt["n_train"]), _num(pt["accuracy"]), _num(pt["balanced_accuracy"]))
+            out.print(c)
+        cv = rep.get("cv")
+        cv_line = ""
+        if cv:
+            cv_line = (f"\n{cv['folds']}-fold CV ({cv['method']}): accuracy {_num(cv['accuracy_mean'])} +- "
+                       f"{_num(cv['accuracy_std'])}, balanced {_num(cv['balanced_accuracy_mean'])} +- "
+                       f"{_num(cv['balanced_accuracy_std'])}")
+        out.print(f"accuracy {_num(rep['accuracy'])}, balanced accuracy {_num(rep['balanced_accuracy'])}, "
+                  f"macro F1 {_num(rep['macro_f1'])}; {rep['n_mistakes']} mistakes{cv_line}\n"
+                  f"outputs: {out_dir}   report: {report}", highlight=False)
+
+    @app.command(epilog=PREDICT_EPILOG)
+    def predict(
+        model_dir: Annotated[Path, typer.Argument(metavar="MODEL_DIR", help="A train output folder (model.pt).", exists=True)],
+        folder: Annotated[Path, typer.Argument(metavar="FOLDER", help="A folder of images (searched recursively: jpg, png, webp, gif).", exists=True, file_okay=False)],
+        out_file: Annotated[Optional[Path], typer.Option("--out", help="Write every prediction to this CSV: path, label, confidence, top_k, error.", dir_okay=False)] = None,
+        top_k: Annotated[int, typer.Option("--top-k", min=1, help="How many classes top_k lists per image.")] = 3,
+        device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+        batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
+        workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes decoding images.")] = 0,
+    ) -> None:
+        """Label new images with a trained model (the most likely class, its probability, top-k)."""
+        _need_torch("datakit predict")
+        from datakit.fsutil import atomic_write_text
+        from datakit.train.predict import predict_folder
+
+        try:
+            df = predict_folder(model_dir, folder, k=top_k, device=device, batch_size=batch_size, num_workers=workers)
+            if out_file is not None:
+                atomic_write_text(out_file, df.to_csv(index=False, lineterminator="\n"))
+        except DatakitError as exc:
+            raise _fail(exc) from None
+        t = Table(title=f"predict: {len(df)} images in {folder}" + (" (first 30)" if len(df) > 30 else ""))
+        for col in ("path", "label", "confidence", "top_k"):
+            t.add_column(col, justify="right" if col == "confidence" else "left", overflow="fold")
+        for r in df.head(30).itertuples(index=False):
+            t.add_row(r.path, str(r.label) if r.label is not None else f"[red]{r.error}[/]", _num(r.confidence, 3),
+                      r.top_k or "")
+        out.print(t)
+        counts = df["label"].value_counts().to_dict()
+        unreadable = int(df["error"].notna().sum())
+        out.print(f"per label: {counts or 'none'}; unreadable: {unreadable}"
+                  + (f"\npredictions: {out_file}" if out_file is not None else ""), highlight=False)
+
+
+__all__ = ["register"]
