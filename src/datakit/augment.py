@@ -185,24 +185,9 @@ class AugmentParams(BaseModel):
 
 def parse_augment(data: dict[str, Any] | None, prefix: str = KEY) -> AugmentParams:
     """Validate an `augment:` mapping; any error is a ParamsError naming the key."""
-    try:
-        return AugmentParams.model_validate(data or {})
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            cause = (err.get("ctx") or {}).get("error")
-            if isinstance(cause, ParamsError):
-                lines.append(str(cause))
-                continue
-            loc = ".".join(str(p) for p in err["loc"])
-            key = f"{prefix}.{loc}" if loc else prefix
-            if err["type"] == "extra_forbidden":
-                lines.append(f"{key}: unknown key (allowed: {', '.join(AugmentParams.model_fields)})")
-            else:
-                value = err.get("input")
-                shown = f" (got {value!r})" if not isinstance(value, (dict, list)) else ""
-                lines.append(f"{key}: {err['msg']}{shown}")
-        raise ParamsError("; ".join(lines)) from None
+    from datakit.params import parse_section
+
+    return parse_section(AugmentParams, data, prefix)
 
 
 def build_pipeline(params: AugmentParams, *, size: tuple[int, int] | None = None) -> A.Compose:

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from datakit.errors import DatakitError, ManifestError, ParamsError
 from datakit.fsutil import atomic_write, atomic_write_text
@@ -68,19 +68,9 @@ class EmbedParams(BaseModel):
 def parse_embed(data: dict[str, Any] | None, prefix: str = KEY) -> EmbedParams:
     """Validate an `embed:` mapping; errors name `embed.<key>`."""
     from datakit.models import REGISTRY
+    from datakit.params import parse_section
 
-    try:
-        p = EmbedParams.model_validate(data or {})
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            key = ".".join([prefix, *map(str, err["loc"])])
-            if err["type"] == "extra_forbidden":
-                lines.append(f"{key}: unknown key (allowed: {', '.join(EmbedParams.model_fields)})")
-            else:
-                value = err.get("input")
-                lines.append(f"{key}: {err['msg']}" + (f" (got {value!r})" if not isinstance(value, (dict, list)) else ""))
-        raise ParamsError("; ".join(lines)) from None
+    p = parse_section(EmbedParams, data, prefix)
     if p.backbone not in REGISTRY:
         raise ParamsError(f"{prefix}.backbone: unknown backbone {p.backbone!r} (known: {', '.join(REGISTRY)})")
     return p

@@ -290,3 +290,33 @@ def override(model: _Model, prefix: str, **changes: Any) -> Any:
         return type(model).model_validate(data)
     except ValidationError as exc:
         raise ParamsError(format_validation_error(exc, prefix)) from None
+
+
+def parse_section(model: type[BaseModel], data: Any, prefix: str) -> Any:
+    """Validate one stage's raw `params.yaml` mapping with `model`. Every problem becomes one
+    ParamsError line naming `<prefix>.<key>` (unknown keys list the allowed ones); a ParamsError a
+    validator raised is passed through as it is."""
+    if data is not None and not isinstance(data, dict):
+        raise ParamsError(f"{prefix}: expected a mapping of keys (got {data!r})")
+    try:
+        return model.model_validate(data or {})
+    except ValidationError as exc:
+        lines: list[str] = []
+        seen: set[str] = set()
+        for err in exc.errors():
+            cause = (err.get("ctx") or {}).get("error")
+            if isinstance(cause, ParamsError):
+                lines.append(str(cause))
+                continue
+            loc = ".".join(str(p) for p in err["loc"])
+            key = f"{prefix}.{loc}" if loc else prefix
+            if key in seen:
+                continue
+            seen.add(key)
+            if err["type"] == "extra_forbidden":
+                lines.append(f"{key}: unknown key (allowed: {', '.join(model.model_fields)})")
+                continue
+            value = err.get("input")
+            shown = f" (got {value!r})" if not isinstance(value, (dict, list)) else ""
+            lines.append(f"{key}: {err['msg'].removeprefix('Value error, ')}{shown}")
+        raise ParamsError("; ".join(lines)) from None

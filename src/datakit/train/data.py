@@ -439,30 +439,6 @@ class Embeddings:
         return self.X[pos[found]], found
 
 
-def _read_embeddings_table(path: Path) -> tuple[list[str], np.ndarray, dict[str, Any]]:
-    """Fallback reader (pyarrow) for when `datakit.embed` is not importable."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise ManifestError(f"corrupt embeddings table {path}: {exc}") from None
-    if "image_id" not in table.column_names or "embedding" not in table.column_names:
-        raise ManifestError(f"{path}: an embeddings table needs the columns image_id and embedding")
-    col = table.column("embedding").combine_chunks()
-    ids = [str(x) for x in table.column("image_id").to_pylist()]
-    if pa.types.is_fixed_size_list(col.type):
-        X = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, col.type.list_size)
-    else:
-        X = np.asarray(col.to_pylist(), dtype=np.float32).reshape(len(ids), -1)
-    meta: dict[str, Any] = {}
-    side = path.parent / "embed.json"
-    if side.exists():
-        meta = json.loads(side.read_text(encoding="utf-8"))
-    return ids, X, meta
-
-
 def load_embeddings(path: Path) -> Embeddings:
     path = Path(path)
     if path.is_dir():
@@ -470,10 +446,8 @@ def load_embeddings(path: Path) -> Embeddings:
     if not path.exists():
         raise DatakitError(f"no embeddings table at {path}: run `datakit embed` on the dataset first "
                            "(or set train.embeddings to the table)")
-    try:
-        from datakit.embed import read_embeddings
-    except ImportError:  # pragma: no cover - embed not installed in this tree
-        read_embeddings = _read_embeddings_table
+    from datakit.embed import read_embeddings
+
     ids, X, meta = read_embeddings(path)
     return Embeddings([str(i) for i in ids], np.asarray(X, dtype=np.float32), dict(meta or {}))
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from datakit.errors import ParamsError
 from datakit.models import REGISTRY
+from datakit.params import parse_section
 
 TRAIN = "train"
 EVALUATE = "evaluate"
@@ -126,39 +126,15 @@ class EvaluateParams(BaseModel):
         return TrainParams._device_name(v)
 
 
-def _parse(model: type[BaseModel], data: dict[str, Any] | None, prefix: str) -> Any:
-    if data is not None and not isinstance(data, dict):
-        raise ParamsError(f"{prefix}: expected a mapping of keys (got {data!r})")
-    try:
-        return model.model_validate(data or {})
-    except ValidationError as exc:
-        lines: list[str] = []
-        seen: set[str] = set()
-        for err in exc.errors():
-            loc = [str(p) for p in err["loc"]]
-            field = loc[0] if loc else ""
-            key = f"{prefix}.{field}" if field else prefix
-            if key in seen:
-                continue
-            seen.add(key)
-            if err["type"] == "extra_forbidden":
-                lines.append(f"{key}: unknown key (allowed: {', '.join(model.model_fields)})")
-                continue
-            value = err.get("input")
-            shown = f" (got {value!r})" if not isinstance(value, (dict, list)) else ""
-            lines.append(f"{key}: {err['msg'].removeprefix('Value error, ')}{shown}")
-        raise ParamsError("; ".join(lines)) from None
-
-
 def parse_train(data: dict[str, Any] | None, prefix: str = TRAIN) -> TrainParams:
     """Validate a `train:` mapping; any error is a ParamsError naming `train.<key>`. Keys left
     out (or null) among epochs, batch_size and lr take the mode's defaults (MODE_DEFAULTS)."""
-    return _parse(TrainParams, data, prefix)
+    return parse_section(TrainParams, data, prefix)
 
 
 def parse_evaluate(data: dict[str, Any] | None, prefix: str = EVALUATE) -> EvaluateParams:
     """Validate an `evaluate:` mapping; any error is a ParamsError naming `evaluate.<key>`."""
-    return _parse(EvaluateParams, data, prefix)
+    return parse_section(EvaluateParams, data, prefix)
 
 
 __all__ = ["EvaluateParams", "MODE_DEFAULTS", "TrainParams", "parse_evaluate", "parse_train"]
