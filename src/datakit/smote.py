@@ -28,9 +28,14 @@ values are shifted to -128..127 (distances do not change) and the dot products a
 float32 over slices of 1024 dimensions: every product is an integer of magnitude <= 2^14, so
 every partial sum of a slice stays <= 2^24 and is exact in float32 whatever order the BLAS
 adds in; the slices are summed in float64 (exact below 2^53). The distances are therefore
-exact integers and ties are real ties. Other dtypes are computed in float64. Self is excluded
-by index (an exact duplicate is a neighbour at distance 0), and ties are broken by the lower
-row index, so the result is the one a brute-force sort by (distance, index) gives.
+exact integers and ties are real ties. Other dtypes are computed in float64 (one product with
+two extra columns carrying the norms), where a tie is what the rounding leaves equal. Self is
+excluded by index (an exact duplicate is a neighbour at distance 0), and ties are broken by the
+lower row index, so the result is the one a brute-force sort by (distance, index) gives.
+
+Selection. Each block is first paired with itself (a full argpartition per row), which gives
+every row a k-th distance; in the later block pairs only entries <= that distance can enter,
+so they are picked out with one comparison and merged sparsely.
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ _SHIFT = 128.0
 # distances, the float32 slice product, and the selection scratch of a merge (a candidate
 # matrix, argpartition's int64 positions, masks), counted generously.
 _PAIR_BYTES = 48
+# A row with at most this many times k qualifying entries in a block pair is merged sparsely.
+_SPARSE = 4
 
 
 def block_rows(n: int, d: int, itemsize: int, block_bytes: int) -> int:
@@ -73,7 +80,8 @@ class _Blocks:
 
     uint8: shifted to -128..127, float32, laid out as (slices, rows, width <= 1024) so that each
     exact slice product is a contiguous GEMM (the last slice is zero-padded, which adds nothing).
-    Other dtypes: (rows, d) float64.
+    Other dtypes: float64, augmented so that one product gives the distances:
+    [-2q | |q|^2 | 1] (role "q") against [x | 1 | |x|^2] (role "x").
     """
 
     def __init__(self, X: np.ndarray, rows: int) -> None:
@@ -84,23 +92,31 @@ class _Blocks:
         self.slices = max(1, -(-d // self.width))
         self.norms = np.empty(n, dtype=np.float64)
         for s in range(0, n, rows):
-            block = self.get(s, min(n, s + rows))
+            e = min(n, s + rows)
             if self.exact_uint8:
                 # float64 squares of the shifted values are integers: the sums are exact.
-                acc = np.zeros(block.shape[1], dtype=np.float64)
-                for part in block:
+                acc = np.zeros(e - s, dtype=np.float64)
+                for part in self.get(s, e):
                     wide = part.astype(np.float64)
                     acc += np.einsum("ij,ij->i", wide, wide)
             else:
+                block = X[s:e].astype(np.float64)
                 if not np.isfinite(block).all():
                     raise ValueError("X contains NaN or infinite values")
                 acc = np.einsum("ij,ij->i", block, block)
-            self.norms[s : s + len(acc)] = acc
+            self.norms[s:e] = acc
 
-    def get(self, start: int, stop: int) -> np.ndarray:
-        if not self.exact_uint8:
-            return self.X[start:stop].astype(np.float64)
+    def get(self, start: int, stop: int, role: str = "x") -> np.ndarray:
         d = self.X.shape[1]
+        if not self.exact_uint8:
+            out = np.empty((stop - start, d + 2), dtype=np.float64)
+            out[:, :d] = self.X[start:stop]
+            if role == "q":
+                out[:, :d] *= -2.0
+                out[:, d], out[:, d + 1] = self.norms[start:stop], 1.0
+            else:
+                out[:, d], out[:, d + 1] = 1.0, self.norms[start:stop]
+            return out
         out = np.zeros((self.slices, stop - start, self.width), dtype=np.float32)
         for i in range(self.slices):
             c = i * self.width
@@ -111,22 +127,19 @@ class _Blocks:
         return out
 
     def distances(self, q: np.ndarray, qs: int, x: np.ndarray, xs: int) -> np.ndarray:
-        """Squared distances between block q (rows from qs) and block x (rows from xs), float64."""
-        if self.exact_uint8:
-            nq, nx = q.shape[1], x.shape[1]
-            out = np.zeros((nq, nx), dtype=np.float64)
-            prod = np.empty((nq, nx), dtype=np.float32)
-            for i in range(self.slices):
-                np.matmul(q[i], x[i].T, out=prod)
-                out += prod
-        else:
-            nq, nx = len(q), len(x)
-            out = q @ x.T
+        """Squared distances, float64, between block q (rows from qs, from `get(.., "q")`) and
+        block x (rows from xs, from `get(.., "x")`)."""
+        if not self.exact_uint8:
+            return q @ x.T  # the augmented columns add |q|^2 + |x|^2 to -2 q.x
+        nq, nx = q.shape[1], x.shape[1]
+        out = np.zeros((nq, nx), dtype=np.float64)
+        prod = np.empty((nq, nx), dtype=np.float32)
+        for i in range(self.slices):
+            np.matmul(q[i], x[i].T, out=prod)
+            out += prod
         out *= -2.0
         out += self.norms[qs : qs + nq, None]
         out += self.norms[None, xs : xs + nx]
-        if not self.exact_uint8:
-            np.maximum(out, 0.0, out=out)  # rounding can leave a near-duplicate slightly below 0
         return out
 
 
@@ -164,8 +177,9 @@ def _fold(
     or of the x rows when `for_x` (then the q rows are the candidates).
 
     Only entries <= the row's current k-th distance can enter, and once every row has a
-    finite k-th distance (after its own block) they are few: those are merged sparsely. Rows
-    where more than k entries qualify (no finite k-th distance yet, or ties) take the full path.
+    finite k-th distance (after its own block) they are few: up to `_SPARSE * k` per row are
+    merged sparsely. Rows where more qualify (no finite k-th distance yet, many ties) take the
+    full path.
     """
     nq, nx = dist.shape
     if for_x:
@@ -181,20 +195,22 @@ def _fold(
     if not len(own):
         return
     counts = np.bincount(own, minlength=n_own)
-    heavy = np.flatnonzero(counts > k)
+    limit = _SPARSE * k
+    heavy = np.flatnonzero(counts > limit)
     if len(heavy):
         sub = dist[:, heavy].T if for_x else dist[heavy]
         _merge(best_d, best_i, own0 + heavy, sub, oth0, k)
-        keep = counts[own] <= k
+        keep = counts[own] <= limit
         own, oth, vals = own[keep], oth[keep], vals[keep]
         if not len(own):
             return
-    light = np.flatnonzero((counts > 0) & (counts <= k))
+    light = np.flatnonzero((counts > 0) & (counts <= limit))
+    width = int(counts[light].max())
     slot = np.empty(n_own, dtype=np.int64)
     slot[light] = np.arange(len(light))
     pos = np.arange(len(own)) - np.searchsorted(own, own, side="left")
-    cand_d = np.full((len(light), k), np.inf)
-    cand_i = np.full((len(light), k), best_i.shape[0], dtype=np.int64)
+    cand_d = np.full((len(light), width), np.inf)
+    cand_i = np.full((len(light), width), best_i.shape[0], dtype=np.int64)
     cand_d[slot[own], pos] = vals
     cand_i[slot[own], pos] = oth0 + oth
     rows = own0 + light
@@ -236,16 +252,16 @@ def knn(X: np.ndarray, k: int, *, block_bytes: int = 256 << 20) -> np.ndarray:
 
     # Each block against itself first, so that every row has a k-th distance to filter with.
     for s, e in bounds:
-        q = blocks.get(s, e)
-        dist = blocks.distances(q, s, q, s)
+        q = blocks.get(s, e, "q")
+        dist = blocks.distances(q, s, q if blocks.exact_uint8 else blocks.get(s, e, "x"), s)
         np.fill_diagonal(dist, np.inf)
         _merge(best_d, best_i, np.arange(s, e), dist, s, k)
         del q, dist
     # Then each pair of different blocks once: one product feeds both blocks' lists.
     for bi, (qs, qe) in enumerate(bounds):
-        q = blocks.get(qs, qe)
+        q = blocks.get(qs, qe, "q")
         for xs, xe in bounds[bi + 1 :]:
-            x = blocks.get(xs, xe)
+            x = blocks.get(xs, xe, "x")
             dist = blocks.distances(q, qs, x, xs)
             _fold(best_d, best_i, dist, qs, xs, k, for_x=False)
             _fold(best_d, best_i, dist, qs, xs, k, for_x=True)
