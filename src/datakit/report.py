@@ -595,7 +595,14 @@ def _evaluation_section(run: _Run, thumbs: _Thumbs, max_mistakes: int) -> tuple[
                                      y_label="score", y_range=(0.0, 1.0)))
         data["learning_curve_points"] = len(curve)
     if charts:
-        parts += ['<h3>Learning curve</h3>', f'<div class="charts" id="learning-curve">{"".join(charts)}</div>']
+        lc = (rep or {}).get("learning_curve")
+        method = lc.get("method") if isinstance(lc, dict) else None
+        how = {"probe": "each point is a linear probe refitted on the embeddings (fast; it measures the embedding "
+                        "backbone, not the fine-tuned network)",
+               "retrain": "each point is a re-training with the model's own train params"}.get(str(method), "")
+        parts += ['<h3>Learning curve</h3>',
+                  f'<p class="sub">accuracy on the fixed test set vs the share of train data used{"; " + _e(how) if how else ""}.</p>',
+                  f'<div class="charts" id="learning-curve">{"".join(charts)}</div>']
     if cv is not None and len(cv):
         cols = [c for c in ("n_train", "n_eval", "accuracy", "balanced_accuracy") if c in cv.columns]
         rows = [[f"fold {r.get('fold', i)}", *(r[c] for c in cols)] for i, r in enumerate(cv.to_dict("records"))]
