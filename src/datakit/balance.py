@@ -228,7 +228,7 @@ def class_weights(counts: dict[str, int]) -> dict[str, float]:
 
 def _imbalance(counts: dict[str, int]) -> float | None:
     values = [n for n in counts.values() if n > 0]
-    return max(values) / min(values) if values else None
+    return round(max(values) / min(values), 3) if values else None
 
 
 def _kept(df: pd.DataFrame) -> pd.Series:
