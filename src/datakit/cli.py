@@ -670,11 +670,13 @@ def verify(
 
 def _register_more() -> None:
     """Commands that live in their own modules (torch is imported only when they run)."""
+    from datakit.cli_colors import register as register_colors
     from datakit.cli_report import register as register_report
     from datakit.cli_train import register as register_train
 
     register_train(app)
     register_report(app)
+    register_colors(app)
 
 
 _register_more()
