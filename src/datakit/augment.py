@@ -301,6 +301,60 @@ def _parents_mask(df: pd.DataFrame) -> pd.Series:
     return train & keep
 
 
+# Parents per task: a chunk is a few seconds of work at most. Below `_POOL_MIN_VARIANTS` variants
+# (~1 s of work on one core) a local run stays in this process: starting the pool (its forkserver
+# imports albumentations, ~2 s once per process) would cost more than it saves.
+_MIN_CHUNK = 8
+_MAX_CHUNK = 32
+_POOL_MIN_VARIANTS = 256
+_PIPELINES: dict[str, A.Compose] = {}
+
+
+def _pipeline_for(params: AugmentParams) -> A.Compose:
+    """One pipeline per worker process and params (every variant re-seeds it: `apply`)."""
+    key = params.model_dump_json()
+    if key not in _PIPELINES:
+        _PIPELINES[key] = build_pipeline(params)
+    return _PIPELINES[key]
+
+
+# what one variant became: ("ok", k, seed, image_id, rel, width, height, bytes, applied) or
+# ("fail", k or None for the parent, reason, detail)
+_Outcome = tuple[Any, ...]
+
+
+def _variants_of(pid: str, path: str, params: AugmentParams, root: Path, store: ImageStore) -> list[_Outcome]:
+    """Every variant of one parent, stored; failures are outcomes, never exceptions (IMG-16)."""
+    try:
+        pixels = np.asarray(load_image(root, path))
+    except ImageRejected as exc:
+        return [("fail", None, exc.reason, exc.detail)]
+    except OSError as exc:
+        return [("fail", None, "missing_file" if isinstance(exc, FileNotFoundError) else "decode_error", str(exc))]
+    pipeline = _pipeline_for(params)
+    ext = EXTENSIONS[params.format]
+    made: list[_Outcome] = []
+    for k in range(params.variants):
+        seed = variant_seed(params.seed, pid, k)
+        try:
+            result, applied = apply(pipeline, pixels, seed)
+            data = encode(result, params.format, params.quality)
+        except Exception as exc:  # noqa: BLE001 - one bad variant never stops the run (IMG-16)
+            made.append(("fail", k, "transform_error", f"{type(exc).__name__}: {exc}"))
+            continue
+        image_id, rel = store.put(data, ext)
+        made.append(("ok", k, seed, image_id, rel, int(result.shape[1]), int(result.shape[0]), len(data), applied))
+    return made
+
+
+def _augment_chunk(tasks: list[tuple[str, str]], params: AugmentParams, root: Path, store_folder: Path,
+                   durable: bool) -> list[list[_Outcome]]:
+    """One task of `run` (in process, a pool worker or a Dask worker): (parent id, path) pairs
+    -> their variants' outcomes, in order. Files go straight into the (shared) store."""
+    store = ImageStore(store_folder, durable=durable)
+    return [_variants_of(pid, path, params, Path(root), store) for pid, path in tasks]
+
+
 def run(
     df: pd.DataFrame,
     params: AugmentParams,
@@ -312,7 +366,9 @@ def run(
     """The manifest with `params.variants` augmented rows added per kept train image.
 
     Rows already marked `origin == "augmented"` (an earlier run) are dropped and regenerated,
-    which gives the same files again. Failed variants are appended to `failures` (when given) as
+    which gives the same files again. The variants are made on the executor of
+    `datakit.parallel` (local processes, or a Dask cluster when `compute.scheduler` or
+    DATAKIT_DASK_SCHEDULER names one); the result is the same wherever they run. Failed variants are appended to `failures` (when given) as
     `{image_id (parent), variant, label, reason, detail}` and skipped.
     """
     root = Path(root)
@@ -330,52 +386,42 @@ def run(
     if params.variants == 0 or not params.spec():
         return out
 
-    pipeline = build_pipeline(params)
-    ext = EXTENSIONS[params.format]
+    from datakit import parallel
+
     seen: set[str] = set(out["image_id"].astype(str))
     rows: list[dict[str, Any]] = []
-    parents = out[_parents_mask(out) & out["origin"].eq(ORIGINAL)]
-    for parent in parents.to_dict("records"):
-        pid = str(parent["image_id"])
-
-        def fail(k: int | None, reason: str, detail: str, _p: dict[str, Any] = parent) -> None:
-            failed.append(
-                {
-                    "image_id": str(_p["image_id"]),
-                    "variant": k,
-                    "label": _p.get("label"),
-                    "reason": reason,
-                    "detail": detail,
-                }
-            )
-
-        try:
-            pixels = np.asarray(load_image(root, str(parent["path"])))
-        except ImageRejected as exc:
-            fail(None, exc.reason, exc.detail)
-            continue
-        except OSError as exc:
-            fail(None, "missing_file" if isinstance(exc, FileNotFoundError) else "decode_error", str(exc))
-            continue
-        for k in range(params.variants):
-            seed = variant_seed(params.seed, pid, k)
-            try:
-                result, applied = apply(pipeline, pixels, seed)
-                data = encode(result, params.format, params.quality)
-            except Exception as exc:  # noqa: BLE001 - one bad variant never stops the run (IMG-16)
-                fail(k, "transform_error", f"{type(exc).__name__}: {exc}")
-                continue
-            image_id, rel = store.put(data, ext)
-            if image_id in seen:
-                # The transforms sampled nothing visible twice: identical bytes are one image.
-                fail(k, "duplicate_bytes", f"same bytes as {image_id}")
-                continue
-            seen.add(image_id)
-            rows.append(child_row(
-                parent, root=root, store=store, image_id=image_id, rel=rel, width=result.shape[1],
-                height=result.shape[0], fmt=params.format, nbytes=len(data), origin=AUGMENTED, parent_ids=[pid],
-                made_with={"seed": seed, "variant": k, "applied": applied},
-            ))
+    parents = out[_parents_mask(out) & out["origin"].eq(ORIGINAL)].to_dict("records")
+    tasks = [(str(p["image_id"]), str(p["path"])) for p in parents]
+    # Decode, transform, encode and store run as tasks (a local pool, or a Dask cluster whose
+    # workers see the same folders); the rows are put together here, in parent order, so the
+    # manifest does not depend on where or in which order the variants were made.
+    compute = parallel.current()
+    small = not compute.distributed and len(tasks) * params.variants < _POOL_MIN_VARIANTS
+    with parallel.Executor(1) if small else parallel.executor(preload=[__name__]) as ex:
+        size = parallel.auto_chunk(len(tasks), ex.workers, chunk_size=compute.chunk_size,
+                                   min_chunk=_MIN_CHUNK, max_chunk=_MAX_CHUNK)
+        done = ex.imap(_augment_chunk, parallel.chunked(tasks, size), params, root, store.folder, store.durable)
+        outcomes = (one for part in done for one in part)
+        for parent, made in zip(parents, outcomes, strict=True):
+            pid = str(parent["image_id"])
+            for outcome in made:
+                if outcome[0] == "fail":
+                    _, k, reason, detail = outcome
+                    failed.append({"image_id": pid, "variant": k, "label": parent.get("label"), "reason": reason,
+                                   "detail": detail})
+                    continue
+                _, k, seed, image_id, rel, width, height, nbytes, applied = outcome
+                if image_id in seen:
+                    # The transforms sampled nothing visible twice: identical bytes are one image.
+                    failed.append({"image_id": pid, "variant": k, "label": parent.get("label"),
+                                   "reason": "duplicate_bytes", "detail": f"same bytes as {image_id}"})
+                    continue
+                seen.add(image_id)
+                rows.append(child_row(
+                    parent, root=root, store=store, image_id=image_id, rel=rel, width=width, height=height,
+                    fmt=params.format, nbytes=nbytes, origin=AUGMENTED, parent_ids=[pid],
+                    made_with={"seed": seed, "variant": k, "applied": applied},
+                ))
     if not rows:
         return out
     new = pd.DataFrame(rows, columns=out.columns)

@@ -244,10 +244,12 @@ def dedup_run(
     from datakit.dedup.gallery import write_gallery
     from datakit.fsutil import folder_lock
     from datakit.manifest import MANIFEST, read_table, write_table
+    from datakit.parallel import configure_from_params
     from datakit.params import load_params, override
 
     try:
         params = load_params(params_file)
+        configure_from_params(params)
         p = override(params.dedup, "dedup", threshold=threshold, exact=exact)
         df, root = load_input(input_dir)
         other = read_table(Path(against) / MANIFEST if Path(against).is_dir() else Path(against)) if against else None
@@ -471,10 +473,13 @@ def augment(
     from datakit.fsutil import folder_lock
     from datakit.images import ImageStore
     from datakit.manifest import MANIFEST, write_table
+    from datakit.parallel import configure_from_params
     from datakit.params import load_params
 
     try:
-        p = parse_augment(load_params(params_file).augment)
+        params = load_params(params_file)
+        configure_from_params(params)
+        p = parse_augment(params.augment)
         df, root = load_input(input_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         with folder_lock(out_dir, "datakit augment"):
@@ -529,10 +534,13 @@ def embed(
     from datakit.embed import run as run_embed
     from datakit.fsutil import folder_lock
     from datakit.manifest import FAILURE_SCHEMA, FAILURES, MANIFEST, write_table
+    from datakit.parallel import configure_from_params
     from datakit.params import load_params
 
     try:
-        raw = dict(load_params(params_file).embed or {})
+        params = load_params(params_file)
+        configure_from_params(params)
+        raw = dict(params.embed or {})
         for k, v in (("backbone", backbone), ("pretrained", pretrained), ("device", device), ("batch_size", batch_size)):
             if v is not None:
                 raw[k] = v

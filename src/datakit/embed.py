@@ -21,7 +21,10 @@ named by `--reuse` (e.g. the scrape embeddings when embedding the augment stage)
 images cost model time. A different fingerprint starts afresh.
 
 Batched through a DataLoader (decode + preprocess in worker processes); on a CUDA device the
-model runs in bf16 autocast with channels_last; on the CPU in float32. Random weights
+model runs in bf16 autocast with channels_last; on the CPU in float32. When `compute.scheduler`
+or DATAKIT_DASK_SCHEDULER names a Dask cluster, tasks of whole batches run on its workers
+(decode and model there, the model built once per worker process; the same batches as the local
+path, so the same vectors); the driver writes the parts and the table as on the local path. Random weights
 (`pretrained: false`) are seeded, so tests get the same vectors on every run.
 """
 
@@ -31,7 +34,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +238,93 @@ def _load_parts(folder: Path, fp: str) -> dict[str, np.ndarray]:
     return have
 
 
+# A batch as the loop sees it: (positions in the work list, float32 vectors or None, unreadable
+# (position, reason, detail), seconds in the model).
+_Batch = tuple[list[int], np.ndarray | None, list[tuple[int, str | None, str | None]], float]
+
+
+def _forward(model: Any, x: Any, device: Any) -> np.ndarray:
+    """float32 vectors of one batch (bf16 autocast and channels_last on CUDA)."""
+    import torch
+
+    cuda = device.type == "cuda"
+    with torch.inference_mode():
+        x = x.to(device, non_blocking=cuda)
+        if cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                y = model(x)
+        else:
+            y = model(x)
+        return y.float().cpu().numpy()
+
+
+def _model(params: EmbedParams, device: Any) -> Any:
+    import torch
+
+    from datakit.models import build
+
+    model = build(params.backbone, pretrained=params.pretrained, seed=params.seed).eval().to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _local_batches(paths: list[str], params: EmbedParams, pre: dict[str, Any], root: Path,
+                   device: Any) -> Iterator[_Batch]:
+    """This machine: a DataLoader decodes in worker processes, the model runs here."""
+    from torch.utils.data import DataLoader
+
+    model = _model(params, device)
+    loader = DataLoader(_Images(root, paths, pre), batch_size=params.batch_size, shuffle=False,
+                        num_workers=_workers(params.workers), collate_fn=_collate, pin_memory=device.type == "cuda",
+                        persistent_workers=False)
+    for pos, x, bad in loader:
+        tm = time.monotonic()
+        vec = _forward(model, x, device) if x is not None else None
+        yield pos, vec, bad, time.monotonic() - tm
+
+
+_MODELS: dict[str, tuple[Any, Any]] = {}
+
+
+def _embed_chunk(task: tuple[int, list[str]], params: EmbedParams, pre: dict[str, Any], root: Path) -> list[_Batch]:
+    """One cluster task: consecutive paths starting at position `start` (a multiple of the batch
+    size), cut into the same batches the local DataLoader makes, so every vector comes out of the
+    same batch as on the local path. The model is built once per worker process."""
+    from datakit.models import pick_device
+
+    start, paths = task
+    key = params.model_dump_json()
+    if key not in _MODELS:
+        device = pick_device(params.device)
+        _MODELS[key] = (_model(params, device), device)
+    model, device = _MODELS[key]
+    images = _Images(root, paths, pre)
+    out: list[_Batch] = []
+    for b in range(0, len(paths), params.batch_size):
+        pos, x, bad = _collate([images[i] for i in range(b, min(len(paths), b + params.batch_size))])
+        tm = time.monotonic()
+        vec = _forward(model, x, device) if x is not None else None
+        out.append(([start + i for i in pos], vec, [(start + i, r, d) for i, r, d in bad], time.monotonic() - tm))
+    return out
+
+
+def _cluster_batches(ex: Any, paths: list[str], params: EmbedParams, pre: dict[str, Any], root: Path,
+                     chunk_size: int) -> Iterator[_Batch]:
+    """A Dask cluster: tasks of whole batches (decode and model on the worker), in order."""
+    from datakit import parallel
+
+    per = max(1, parallel.auto_chunk(len(paths), ex.workers, chunk_size=chunk_size, max_chunk=16 * params.batch_size)
+              // params.batch_size) * params.batch_size  # whole batches: the same batches as the local path
+    tasks = [(s, paths[s:s + per]) for s in range(0, len(paths), per)]
+    try:
+        for part in ex.imap(_embed_chunk, tasks, params, pre, Path(root)):
+            yield from part
+    finally:
+        ex.close()
+
+
 def run(
     df: pd.DataFrame,
     params: EmbedParams,
@@ -251,9 +341,8 @@ def run(
     `progress(phase, done, total)` is called as batches finish. `failures` receives one dict per
     unreadable image (image_id, label, reason, detail); such rows get no vector."""
     import torch
-    from torch.utils.data import DataLoader
 
-    from datakit.models import build, pick_device, preprocess_for
+    from datakit.models import pick_device, preprocess_for
 
     t0 = time.monotonic()
     out_dir = Path(out_dir)
@@ -283,17 +372,20 @@ def run(
     n_new = 0
     t_model = 0.0
     if todo:
-        model = build(params.backbone, pretrained=params.pretrained, seed=params.seed).eval().to(device)
-        cuda = device.type == "cuda"
-        if cuda:
-            model = model.to(memory_format=torch.channels_last)
+        from datakit import parallel
+
+        compute = parallel.current()
         parts_dir.mkdir(parents=True, exist_ok=True)
         (parts_dir / "fingerprint").write_text(fp + "\n")
         n_parts = len(list(parts_dir.glob("part-*.parquet")))
-        workers = _workers(params.workers)
-        dataset = _Images(root, [paths[i] for i in todo], pre)
-        loader = DataLoader(dataset, batch_size=params.batch_size, shuffle=False, num_workers=workers,
-                            collate_fn=_collate, pin_memory=cuda, persistent_workers=False)
+        todo_paths = [paths[i] for i in todo]
+        if compute.distributed:
+            ex = parallel.executor(params=compute)
+            batches = _cluster_batches(ex, todo_paths, params, pre, root, compute.chunk_size)
+            device_name = f"{params.device} on dask ({ex.workers} workers)"
+        else:
+            batches = _local_batches(todo_paths, params, pre, root, device)
+            device_name = str(device)
         buf_ids: list[str] = []
         buf_x: list[np.ndarray] = []
         last = time.monotonic()
@@ -307,35 +399,27 @@ def run(
             last = time.monotonic()
 
         done = 0
-        with torch.inference_mode():
-            for pos, x, bad in loader:
-                for j, reason, detail in bad:
-                    k = todo[j]
-                    failed.append({"image_id": ids[k], "label": labels[k], "path": paths[k], "reason": reason, "detail": detail})
-                if x is not None:
-                    tm = time.monotonic()
-                    x = x.to(device, non_blocking=cuda)
-                    if cuda:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                        with torch.autocast("cuda", dtype=torch.bfloat16):
-                            y = model(x)
-                    else:
-                        y = model(x)
-                    vec = y.float().cpu().numpy()
-                    t_model += time.monotonic() - tm
-                    dim = vec.shape[1]
-                    new_ids = [ids[todo[j]] for j in pos]
-                    for iid, v in zip(new_ids, vec, strict=True):
-                        have[iid] = v
-                    buf_ids += new_ids
-                    buf_x.append(vec)
-                    n_new += len(new_ids)
-                done += len(pos) + len(bad)
-                if progress:
-                    progress("embed", done, len(todo))
-                if time.monotonic() - last >= part_seconds:
-                    flush()
+        for pos, vec, bad, seconds in batches:
+            for j, reason, detail in bad:
+                k = todo[j]
+                failed.append({"image_id": ids[k], "label": labels[k], "path": paths[k], "reason": reason, "detail": detail})
+            if vec is not None:
+                t_model += seconds
+                dim = vec.shape[1]
+                new_ids = [ids[todo[j]] for j in pos]
+                for iid, v in zip(new_ids, vec, strict=True):
+                    have[iid] = v
+                buf_ids += new_ids
+                buf_x.append(vec)
+                n_new += len(new_ids)
+            done += len(pos) + len(bad)
+            if progress:
+                progress("embed", done, len(todo))
+            if time.monotonic() - last >= part_seconds:
+                flush()
         flush()
+    else:
+        device_name = str(device)
 
     final = [iid for iid in ids if iid in have]
     if dim is None:
@@ -356,7 +440,7 @@ def run(
     seconds = time.monotonic() - t0
     return {
         **{k: meta[k] for k in ("backbone", "pretrained", "weights", "dim", "fingerprint")},
-        "device": str(device),
+        "device": device_name,
         "images": len(ids),
         "embedded": len(final),
         "computed": n_new,

@@ -179,6 +179,7 @@ class Params(_Model):
     augment: dict[str, Any] = Field(default_factory=dict)  # validated by datakit.augment.parse_augment
     balance: dict[str, Any] = Field(default_factory=dict)  # validated by datakit.balance.parse_balance
     embed: dict[str, Any] = Field(default_factory=dict)  # validated by datakit.embed.parse_embed
+    compute: dict[str, Any] = Field(default_factory=dict)  # validated by datakit.parallel.parse_compute
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -39,15 +39,13 @@ pixel is decoded, a complete decode of the first frame, and the same handling of
 from __future__ import annotations
 
 import contextlib
-import math
 import multiprocessing as mp
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -56,6 +54,9 @@ from datakit.images import ImageLimits, ImageRejected, decode
 from datakit.images import exif_orientation as _exif_orientation  # broken EXIF counts as 1 (IMG-08)
 from datakit.images import load_pixels as _load_pixels  # the shared complete decode (truncation -> ImageRejected)
 from datakit.images import open_checked as _open_checked  # allow-list and pixel cap, header only
+
+if TYPE_CHECKING:
+    from datakit.parallel import Executor
 
 __all__ = [
     "CROP_BOXES",
@@ -523,6 +524,8 @@ _Shipped = HashResult | tuple[str, str]
 
 
 def _hash_chunk(paths: list[str], exact: bool, limits: ImageLimits, settings: HashSettings) -> list[_Shipped]:
+    """One task of `hash_paths` (a pool or Dask worker): a block of files, results in order."""
+    _one_blas_thread_in_worker()
     return [(res.reason, res.detail) if isinstance(res, ImageRejected) else res
             for res in _hash_block(paths, exact, limits, settings)]
 
@@ -540,7 +543,16 @@ def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
 _worker_limits: contextlib.AbstractContextManager[Any] | None = None
 
 
+def _one_blas_thread_in_worker() -> None:
+    """In a worker process (pool or Dask), one BLAS thread from the first task on; the parent
+    process running a task inline is left as it was."""
+    global _worker_limits
+    if _worker_limits is None and mp.parent_process() is not None:
+        _worker_limits = _one_blas_thread()
+
+
 def _init_worker() -> None:
+    """Initializer of a plain process pool running hashes (`datakit.audit`)."""
     global _worker_limits
     _worker_limits = _one_blas_thread()
 
@@ -563,31 +575,40 @@ def _cores() -> int:
 
 
 def hash_paths(paths: Sequence[Path], *, exact: bool = False, workers: int = 0,
-               limits: ImageLimits = _DEFAULT_LIMITS, settings: HashSettings = DEFAULT_SETTINGS
-               ) -> list[HashResult | ImageRejected]:
+               limits: ImageLimits = _DEFAULT_LIMITS, settings: HashSettings = DEFAULT_SETTINGS,
+               executor: Executor | None = None) -> list[HashResult | ImageRejected]:
     """Hash files, in input order; an unreadable or undecodable file gives its `ImageRejected`.
+
+    Where the work runs follows `datakit.parallel`: a local process pool by default, a Dask
+    cluster when `compute.scheduler` or DATAKIT_DASK_SCHEDULER names one (every worker must see
+    the files at the same paths). The hashes do not depend on where they were computed.
 
     Args:
         paths: image files.
         exact: the reference path (see `hash_bytes`).
-        workers: processes; 0 = one per available core, 1 = in this process.
+        workers: local processes; 0 = `compute.workers`, else one per available core; 1 = in
+            this process (ignored on a Dask cluster).
         limits: decode limits.
         settings: hash knobs (benchmarks only).
+        executor: an explicit `datakit.parallel` executor (default: the settings in force).
     """
-    paths = [Path(p) for p in paths]
-    n_workers = min(_cores() if workers <= 0 else workers, len(paths))
-    if n_workers <= 1:
-        with _one_blas_thread():
-            return [res for i in range(0, len(paths), _CHUNK)
-                    for res in _hash_block(paths[i:i + _CHUNK], exact, limits, settings)]
-    # about four chunks per worker at least (large pictures), at most _CHUNK files per chunk
-    size = max(1, min(_CHUNK, math.ceil(len(paths) / (4 * n_workers))))
-    chunks = [[str(p) for p in paths[i:i + size]] for i in range(0, len(paths), size)]
-    ctx = _pool_context()
-    results: list[HashResult | ImageRejected] = []
-    with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx, initializer=_init_worker) as pool:
-        futures = [pool.submit(_hash_chunk, chunk, exact, limits, settings) for chunk in chunks]
-        for fut in futures:
-            for item in fut.result():
-                results.append(ImageRejected(item[0], item[1]) if isinstance(item, tuple) else item)
-    return results
+    from datakit import parallel
+
+    names = [str(p) for p in paths]
+    compute = parallel.current()
+    ex = executor if executor is not None else parallel.executor(workers=workers, preload=[__name__])
+    try:
+        spread = ex.workers if ex.kind == "dask" else min(ex.workers, len(names))
+        if ex.kind == "inline" or spread <= 1:
+            with _one_blas_thread():
+                return [res for i in range(0, len(names), _CHUNK)
+                        for res in _hash_block(names[i:i + _CHUNK], exact, limits, settings)]
+        # about four chunks per worker at least (large pictures), at most _CHUNK files per chunk
+        size = parallel.auto_chunk(len(names), spread, chunk_size=compute.chunk_size, max_chunk=_CHUNK)
+        results: list[HashResult | ImageRejected] = []
+        for part in ex.imap(_hash_chunk, parallel.chunked(names, size), exact, limits, settings):
+            results.extend(ImageRejected(item[0], item[1]) if isinstance(item, tuple) else item for item in part)
+        return results
+    finally:
+        if executor is None:
+            ex.close()

@@ -25,6 +25,15 @@ candidate per worker, plus O(N) per table) whatever the bucket sizes; a patholog
 At a large radius the substrings become so short that nearly every pair is a candidate;
 there a blocked brute force (the same verification, without the tables) is used instead.
 
+On a cluster the search is partitioned (:func:`near_pairs_partitioned`,
+:func:`cross_pairs_partitioned`; chosen by :func:`near_pairs` / :func:`cross_pairs` themselves
+when the compute settings of `datakit.parallel` name a Dask scheduler and there are more than
+``compute.block_rows`` hashes): the rows are cut into contiguous blocks, one task per pair of
+blocks, each task a plain search on at most two blocks, and the merged edges are the same
+arrays as the one-process search. Memory per worker is bounded by two blocks; the price is that
+each block's substring tables are rebuilt once per partner block (index building grows with the
+number of blocks, the candidate verification that dominates at large N does not).
+
 Typical use::
 
     hashes = pack_hex(df["dhash"])               # (N, 4) uint64
@@ -43,16 +52,21 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from datakit.parallel import ComputeParams, Executor
 
 __all__ = [
     "BITS",
     "WORDS",
     "cross_pairs",
+    "cross_pairs_partitioned",
     "hamming",
     "near_pairs",
+    "near_pairs_partitioned",
     "pack_bits",
     "pack_hex",
     "unique_hashes",
@@ -803,7 +817,7 @@ def _assemble(sources: Sequence[tuple[int, Iterator[PairArrays]]], n_b: int, n_p
 
 
 def near_pairs(hashes: np.ndarray, radius: int, *, chunk: int | None = None, workers: int | None = None,
-               method: Method = "auto") -> PairArrays:
+               method: Method = "auto", executor: Executor | None = None, block_rows: int | None = None) -> PairArrays:
     """Every pair of rows within Hamming distance ``radius`` (exact, recall 1.0).
 
     Args:
@@ -816,6 +830,11 @@ def near_pairs(hashes: np.ndarray, radius: int, *, chunk: int | None = None, wor
         method: ``"index"`` (multi-index hashing), ``"brute"`` (blocked all-pairs), or
             ``"auto"``: the index unless ``radius`` is so large (about 40+) that nearly
             every pair would be a candidate.
+        executor: run partitioned on this `datakit.parallel` executor (see
+            :func:`near_pairs_partitioned`). By default the search is partitioned only when
+            the compute settings in force name a Dask cluster and there are more than
+            ``compute.block_rows`` hashes; otherwise it runs here, on ``workers`` threads.
+        block_rows: Hashes per partition when partitioned (default ``compute.block_rows``).
 
     Returns:
         ``(i, j, dist)``: ``int64`` row indices with ``i < j`` and ``int32`` distances, one
@@ -832,6 +851,14 @@ def near_pairs(hashes: np.ndarray, radius: int, *, chunk: int | None = None, wor
     ck = _check_chunk(chunk)
     nw = _check_workers(workers)
     how = _resolve_method(method, r)
+    plan = _partition_plan(len(h), executor, block_rows)
+    if plan is not None:
+        return near_pairs_partitioned(h, r, block_rows=plan, executor=executor, chunk=ck, method=how)
+    return _near_pairs_here(h, r, ck, nw, how)
+
+
+def _near_pairs_here(h: np.ndarray, r: int, ck: int, nw: int, how: Literal["index", "brute"]) -> PairArrays:
+    """:func:`near_pairs` in this process (arguments already checked)."""
     n = len(h)
     if n < 2:
         return _EMPTY_I.copy(), _EMPTY_I.copy(), _EMPTY_D.copy()
@@ -849,7 +876,8 @@ def near_pairs(hashes: np.ndarray, radius: int, *, chunk: int | None = None, wor
 
 
 def cross_pairs(new: np.ndarray, old: np.ndarray, radius: int, *, chunk: int | None = None,
-                workers: int | None = None, method: Method = "auto") -> PairArrays:
+                workers: int | None = None, method: Method = "auto", executor: Executor | None = None,
+                block_rows: int | None = None) -> PairArrays:
     """Every (new, old) pair of rows within Hamming distance ``radius`` (exact).
 
     Used by ``dedup --against``: a new batch against the hashes of an existing dataset. Rows
@@ -862,6 +890,9 @@ def cross_pairs(new: np.ndarray, old: np.ndarray, radius: int, *, chunk: int | N
         chunk: As in :func:`near_pairs`.
         workers: As in :func:`near_pairs`.
         method: As in :func:`near_pairs`.
+        executor: As in :func:`near_pairs` (partitioned when the larger side has more than
+            ``block_rows`` hashes; see :func:`cross_pairs_partitioned`).
+        block_rows: As in :func:`near_pairs`.
 
     Returns:
         ``(i_new, j_old, dist)``: ``int64`` indices into ``new`` and ``old`` and ``int32``
@@ -873,6 +904,15 @@ def cross_pairs(new: np.ndarray, old: np.ndarray, radius: int, *, chunk: int | N
     ck = _check_chunk(chunk)
     nw = _check_workers(workers)
     how = _resolve_method(method, r)
+    plan = _partition_plan(max(len(hn), len(ho)), executor, block_rows)
+    if plan is not None and len(hn) and len(ho):
+        return cross_pairs_partitioned(hn, ho, r, block_rows=plan, executor=executor, chunk=ck, method=how)
+    return _cross_pairs_here(hn, ho, r, ck, nw, how)
+
+
+def _cross_pairs_here(hn: np.ndarray, ho: np.ndarray, r: int, ck: int, nw: int,
+                      how: Literal["index", "brute"]) -> PairArrays:
+    """:func:`cross_pairs` in this process (arguments already checked)."""
     if not len(hn) or not len(ho):
         return _EMPTY_I.copy(), _EMPTY_I.copy(), _EMPTY_D.copy()
     gn = _collapse(hn)
@@ -884,3 +924,137 @@ def cross_pairs(new: np.ndarray, old: np.ndarray, radius: int, *, chunk: int | N
         u, v, d = _concat(_map_tables(lambda t: _cross_table(gn, go, subs, t, r, ck), len(subs), nw))
         u, v = gn.ids_of(u), go.ids_of(v)
     return _assemble([_expanded(u, v, d, gn, go, ck)], len(ho), len(hn) * len(ho), symmetric=False)
+
+
+# --------------------------------------------------------------------------------------------
+# partitioned search (a cluster): blocks of rows, one task per pair of blocks
+
+
+def _partition_plan(n: int, executor: Executor | None, block_rows: int | None) -> int | None:
+    """Rows per block when the search should be partitioned, else None (search here)."""
+    if block_rows is not None and int(block_rows) < 1:
+        raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+    if executor is not None:
+        return int(block_rows) if block_rows else _compute().block_rows
+    compute = _compute()
+    if not compute.distributed:
+        return None
+    rows = int(block_rows) if block_rows else compute.block_rows
+    return rows if n > rows else None
+
+
+def _compute() -> ComputeParams:
+    from datakit.parallel import current
+
+    return current()
+
+
+def _blocks(n: int, rows: int) -> list[tuple[int, int]]:
+    return [(s, min(n, s + rows)) for s in range(0, n, rows)]
+
+
+def _pairs_task(task: tuple[str, np.ndarray, np.ndarray | None], radius: int, chunk: int,
+                method: Literal["index", "brute"]) -> PairArrays:
+    """One partition task: every pair within one block, or every pair across two blocks (block
+    indices, one thread: a cluster runs one task per core)."""
+    kind, a, b = task
+    if kind == "self":
+        return _near_pairs_here(a, radius, chunk, 1, method)
+    assert b is not None
+    return _cross_pairs_here(a, b, radius, chunk, 1, method)
+
+
+def _run_partitioned(tasks: list[tuple[str, Any, Any]], offsets: list[tuple[int, int]], radius: int, chunk: int,
+                     method: Literal["index", "brute"], executor: Executor | None, n_b: int,
+                     n_pairs_max: int) -> PairArrays:
+    from datakit import parallel
+
+    ex = executor if executor is not None else parallel.executor()
+    try:
+        sources: list[tuple[int, Iterator[PairArrays]]] = []
+        for (oa, ob), (i, j, d) in zip(offsets, ex.imap(_pairs_task, tasks, radius, chunk, method), strict=True):
+            if len(i):
+                sources.append((len(i), iter([(i + oa, j + ob, d)])))
+    finally:
+        if executor is None:
+            ex.close()
+    # blocks are contiguous row ranges and a block pair (p, q) has p <= q, so every pair already
+    # has i < j (self) or is a (new, old) pair: no swap, one sort by (i, j) as the plain search
+    return _assemble(sources, n_b, n_pairs_max, symmetric=False)
+
+
+def near_pairs_partitioned(hashes: np.ndarray, radius: int, *, block_rows: int, executor: Executor | None = None,
+                           chunk: int | None = None, method: Method = "auto") -> PairArrays:
+    """:func:`near_pairs`, cut into tasks that each hold at most two blocks of rows.
+
+    The rows are cut into ``B = ceil(N / block_rows)`` contiguous blocks; task ``(p, p)`` finds
+    the pairs inside block ``p`` (:func:`near_pairs`) and task ``(p, q)``, ``p < q``, the pairs
+    across blocks ``p`` and ``q`` (:func:`cross_pairs`): ``B (B + 1) / 2`` tasks that together
+    see every pair of rows exactly once, so the merged, sorted result is the same arrays as
+    :func:`near_pairs` (exact copies across blocks included). Each task builds its own substring
+    tables, so a worker's memory is bounded by two blocks (32 bytes a hash, ~24 bytes a row per
+    table being built) plus ``chunk`` candidates, whatever ``N``; each block is sent to the
+    cluster once (`Executor.share`).
+
+    Args:
+        hashes: ``(N, 4)`` ``uint64`` hashes.
+        radius: As in :func:`near_pairs`.
+        block_rows: Rows per block.
+        executor: A `datakit.parallel` executor (default: the compute settings in force).
+        chunk: As in :func:`near_pairs` (per task).
+        method: As in :func:`near_pairs`.
+    """
+    h = _as_hashes(hashes, "hashes")
+    r = _check_radius(radius)
+    ck = _check_chunk(chunk)
+    how = _resolve_method(method, r)
+    if int(block_rows) < 1:
+        raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+    n = len(h)
+    if n < 2:
+        return _EMPTY_I.copy(), _EMPTY_I.copy(), _EMPTY_D.copy()
+    spans = _blocks(n, int(block_rows))
+    from datakit import parallel
+
+    ex = executor if executor is not None else parallel.executor()
+    try:
+        shared = [ex.share(np.ascontiguousarray(h[s:e])) for s, e in spans]
+        tasks: list[tuple[str, Any, Any]] = []
+        offsets: list[tuple[int, int]] = []
+        for p, (sp, _ep) in enumerate(spans):
+            for q in range(p, len(spans)):
+                tasks.append(("self", shared[p], None) if p == q else ("cross", shared[p], shared[q]))
+                offsets.append((sp, spans[q][0]))
+        return _run_partitioned(tasks, offsets, r, ck, how, ex, n, n * n)
+    finally:
+        if executor is None:
+            ex.close()
+
+
+def cross_pairs_partitioned(new: np.ndarray, old: np.ndarray, radius: int, *, block_rows: int,
+                            executor: Executor | None = None, chunk: int | None = None,
+                            method: Method = "auto") -> PairArrays:
+    """:func:`cross_pairs`, one task per (block of ``new``, block of ``old``): the same arrays,
+    with a worker's memory bounded by two blocks (see :func:`near_pairs_partitioned`)."""
+    hn = _as_hashes(new, "new")
+    ho = _as_hashes(old, "old")
+    r = _check_radius(radius)
+    ck = _check_chunk(chunk)
+    how = _resolve_method(method, r)
+    if int(block_rows) < 1:
+        raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+    if not len(hn) or not len(ho):
+        return _EMPTY_I.copy(), _EMPTY_I.copy(), _EMPTY_D.copy()
+    spans_n, spans_o = _blocks(len(hn), int(block_rows)), _blocks(len(ho), int(block_rows))
+    from datakit import parallel
+
+    ex = executor if executor is not None else parallel.executor()
+    try:
+        shared_n = [ex.share(np.ascontiguousarray(hn[s:e])) for s, e in spans_n]
+        shared_o = [ex.share(np.ascontiguousarray(ho[s:e])) for s, e in spans_o]
+        tasks = [("cross", shared_n[p], shared_o[q]) for p in range(len(spans_n)) for q in range(len(spans_o))]
+        offsets = [(spans_n[p][0], spans_o[q][0]) for p in range(len(spans_n)) for q in range(len(spans_o))]
+        return _run_partitioned(tasks, offsets, r, ck, how, ex, len(ho), len(hn) * len(ho))
+    finally:
+        if executor is None:
+            ex.close()

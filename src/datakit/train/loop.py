@@ -18,7 +18,12 @@ DDP. Under `torchrun` (WORLD_SIZE > 1) the process group is `nccl` on CUDA and `
 CPU; the train rows are sharded by a DistributedSampler (seeded, reshuffled per epoch), each
 rank validates its own slice of the val rows (no padding) and the loss sums and confusion
 matrices are all-reduced, so every rank sees the same exact metrics and takes the same
-early-stopping decision. Only rank 0 builds the pixel cache and writes files.
+early-stopping decision. Only rank 0 builds the pixel cache and writes files (model.pt, history,
+dvclive; the CLI writes the report from rank 0 only); `train_rows_per_rank` in the report is what
+rank 0's sampler gave it in one epoch. Ranks may run different numbers of steps (a batch whose
+images are all unreadable is skipped) without deadlocking (DDP's `Join`); the collectives'
+timeout is torch's unless DATAKIT_DIST_TIMEOUT_S says otherwise (rank 0 building a large pixel
+cache keeps the others at a barrier).
 
 Seeding. `seed` fixes python, numpy and torch, the model's initial head, the DataLoader's
 shuffling generator and worker seeds; augmentation draws from `sha256(seed, epoch, image_id)`,
@@ -37,6 +42,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -122,8 +128,31 @@ def setup_device(requested: str, d: Dist) -> torch.device:
     else:
         device = torch.device("cpu")
     if not tdist.is_initialized():
-        tdist.init_process_group(backend="nccl" if cuda else "gloo")
+        # DATAKIT_DIST_TIMEOUT_S: how long a collective waits for the slowest rank (torch's default,
+        # 10-30 min, is too short when rank 0 first builds the pixel cache of millions of images
+        # while the others wait at the barrier)
+        timeout = os.environ.get("DATAKIT_DIST_TIMEOUT_S")
+        extra: dict[str, Any] = {}
+        if timeout:
+            try:
+                extra["timeout"] = timedelta(seconds=float(timeout))
+            except ValueError:
+                raise DatakitError(f"DATAKIT_DIST_TIMEOUT_S must be a number of seconds (got {timeout!r})") from None
+        tdist.init_process_group(backend="nccl" if cuda else "gloo", **extra)
     return device
+
+
+def _uneven_inputs(net: nn.Module) -> contextlib.AbstractContextManager[Any]:
+    """Under DDP, lets ranks run different numbers of train steps (a rank skips a batch whose
+    images are all unreadable): the ranks that finish first shadow the others' gradient
+    all-reduces instead of leaving them waiting forever."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if isinstance(net, DistributedDataParallel):
+        from torch.distributed.algorithms.join import Join
+
+        return Join([net])
+    return contextlib.nullcontext()
 
 
 def _barrier(d: Dist) -> None:
@@ -275,6 +304,7 @@ class FitResult:
     side: int | None
     feature_dim: int | None
     cache: dict[str, int] = field(default_factory=dict)
+    rank_samples: int | None = None  # finetune: rows this process saw in one epoch (under DDP: its shard)
 
 
 @dataclass
@@ -427,6 +457,7 @@ def fit(train: pd.DataFrame, val: pd.DataFrame, labels: list[str], params: Train
     best_epoch, since, stopped = 0, 0, False
     lower_better = params.monitor == "val_loss"
     train_seconds, samples = 0.0, 0
+    rank_samples: int | None = None  # rows this process trained on in epoch 1 (its sampler's share)
 
     for epoch in range(1, epochs + 1):
         te = time.monotonic()
@@ -437,19 +468,22 @@ def fit(train: pd.DataFrame, val: pd.DataFrame, labels: list[str], params: Train
                 sampler.set_epoch(epoch)
             if isinstance(prep.train, ImageRows):
                 prep.train.epoch = epoch
-            for batch in train_loader:
-                if batch is None:
-                    continue
-                x, y, _ = batch
-                y = y.to(device, non_blocking=cuda)
-                with autocast(device, params.amp):
-                    logits = net(inputs(x))
-                loss = F.cross_entropy(logits.float(), y, weight=weight, label_smoothing=params.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum[0] += loss.detach().double() * len(y)
-                loss_sum[1] += len(y)
+            with _uneven_inputs(net):
+                for batch in train_loader:
+                    if batch is None:  # every image of the batch unreadable (no pixel cache)
+                        continue
+                    x, y, _ = batch
+                    y = y.to(device, non_blocking=cuda)
+                    with autocast(device, params.amp):
+                        logits = net(inputs(x))
+                    loss = F.cross_entropy(logits.float(), y, weight=weight, label_smoothing=params.label_smoothing)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    loss_sum[0] += loss.detach().double() * len(y)
+                    loss_sum[1] += len(y)
+            if rank_samples is None:
+                rank_samples = int(loss_sum[1].item())
             _all_sum(loss_sum, d)
         else:
             optimizer.step(closure)  # type: ignore[arg-type]
@@ -506,6 +540,7 @@ def fit(train: pd.DataFrame, val: pd.DataFrame, labels: list[str], params: Train
         n_train=n_train, n_val=len(prep.val) if prep.val is not None else 0,
         n_train_per_class={c: int(counts.get(c, 0)) for c in labels}, skipped=prep.skipped,
         preprocess=prep.preprocess, side=prep.side, feature_dim=prep.dim, cache=prep.cache,
+        rank_samples=rank_samples,
     )
 
 
@@ -672,6 +707,7 @@ def run(df: pd.DataFrame, params: TrainParams, *, root: Path, input_dir: Path, o
         "pretrained": params.pretrained,
         "device": result.device,
         "world_size": d.world,
+        "train_rows_per_rank": result.rank_samples,
         "labels": result.labels,
         "n_train": result.n_train,
         "n_train_per_class": result.n_train_per_class,
