@@ -123,12 +123,13 @@ def _fingerprints(paths: Sequence[str], workers: int, with_pixels: bool = True) 
     paths = list(paths)
     if workers <= 1 or len(paths) < 64:
         return _fingerprint_chunk(paths, with_pixels)
-    from datakit.dedup.hashing import _init_worker, _pool_context
+    from datakit.dedup.hashing import _init_worker
+    from datakit.parallel import pool_context
 
     size = max(16, math.ceil(len(paths) / (4 * workers)))
     chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
     out: list[_Print | tuple[str, str]] = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(), initializer=_init_worker) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=pool_context(["datakit.dedup.hashing"]), initializer=_init_worker) as pool:
         for part in pool.map(_fingerprint_chunk, chunks, [with_pixels] * len(chunks)):
             out.extend(part)
     return out

@@ -15,8 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from datakit.dedup.gallery import _thumb
 from datakit.fsutil import atomic_write_text
+from datakit.images import thumbnail_uri as _thumb
 
 _CSS = """
 body{font:14px system-ui,sans-serif;margin:24px;color:#222;max-width:1100px}

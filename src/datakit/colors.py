@@ -40,13 +40,10 @@ Columns added to the manifest (decisions are columns; an unreadable image is a r
 
 from __future__ import annotations
 
-import base64
 import csv
 import html
 import io
 import math
-import multiprocessing as mp
-import os
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -62,6 +59,8 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from datakit.errors import DatakitError, ParamsError
+from datakit.images import thumbnail_uri as _thumb
+from datakit.parallel import cores, pool_context
 
 KEY = "colors"
 PAGE = "colors.html"
@@ -641,22 +640,6 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads only compete
 
 
-def _pool_context() -> mp.context.BaseContext:
-    """forkserver where there is one (no fork of a possibly threaded parent), else spawn."""
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload([__name__])
-        return ctx
-    return mp.get_context("spawn")
-
-
-def _cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 class Progress(Protocol):
     def start(self, phase: str, total: int) -> None: ...
 
@@ -671,7 +654,7 @@ def analyse_files(jobs: Sequence[_Job], p: ColorsParams, palette: Palette, *,
 
     jobs = list(jobs)
     n_workers = p.workers if workers is None else workers
-    n_workers = min(_cores() if n_workers <= 0 else n_workers, len(jobs))
+    n_workers = min(cores() if n_workers <= 0 else n_workers, len(jobs))
     if ui:
         ui.start("colors", len(jobs))
     if n_workers <= 1:
@@ -689,7 +672,7 @@ def analyse_files(jobs: Sequence[_Job], p: ColorsParams, palette: Palette, *,
     size = max(1, min(32, math.ceil(len(jobs) / (4 * n_workers))))
     chunks = [jobs[i:i + size] for i in range(0, len(jobs), size)]
     results = []
-    with ProcessPoolExecutor(max_workers=n_workers, mp_context=_pool_context(), initializer=_init_worker) as pool:
+    with ProcessPoolExecutor(max_workers=n_workers, mp_context=pool_context([__name__]), initializer=_init_worker) as pool:
         futures = [pool.submit(_analyse_chunk, chunk, p, palette) for chunk in chunks]
         for fut, chunk in zip(futures, chunks, strict=True):
             results.extend(fut.result())
@@ -801,19 +784,6 @@ figure img{width:128px;height:128px;object-fit:contain;background:#f4f4f4}
 .bar{display:flex;height:14px;margin:4px 0;border:1px solid #ccc}
 .err{color:#b00}
 """
-
-
-def _thumb(root: Path, rel: str, size: int = 128) -> str:
-    from datakit.images import ImageRejected, load_image
-
-    try:
-        im = load_image(root, rel)
-    except (ImageRejected, OSError):
-        return ""
-    im.thumbnail((size, size))
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=75)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _swatch(hex_: str, title: str) -> str:

@@ -383,3 +383,18 @@ def stored_objects(folder: Path) -> dict[str, Path]:
             if p.is_file() and not p.name.endswith(TMP_SUFFIX) and not p.name.startswith("."):
                 out[p.stem] = p
     return out
+
+
+def thumbnail_uri(root: Path, rel: str, size: int = 128) -> str:
+    """A JPEG data URI of the image's thumbnail (longest side `size`) for self-contained HTML
+    pages; "" when the image cannot be read (the page shows an empty box, not a broken image)."""
+    import base64
+
+    try:
+        im = load_image(root, rel)
+    except (ImageRejected, OSError):
+        return ""
+    im.thumbnail((size, size))
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, "JPEG", quality=75)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

@@ -147,11 +147,26 @@ def using(params: ComputeParams | dict[str, Any] | None) -> Iterator[ComputePara
 # ------------------------------------------------------------------------------ executors
 
 
-def _cores() -> int:
+def cores() -> int:
+    """CPU cores this process may use (its affinity mask on Linux)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+_cores = cores
+
+
+def pool_context(preload: Sequence[str] = ()) -> mp.context.BaseContext:
+    """forkserver where there is one (no fork of a possibly threaded parent; workers fork from a
+    server that has already imported `preload`, so they start in milliseconds), else spawn."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        if preload:
+            ctx.set_forkserver_preload(list(preload))
+        return ctx
+    return mp.get_context("spawn")
 
 
 def auto_chunk(n_items: int, workers: int, *, chunk_size: int = 0, min_chunk: int = 1, max_chunk: int = 64) -> int:
@@ -223,12 +238,7 @@ class PoolExecutor(Executor):
         self._pool: ProcessPoolExecutor | None = None
 
     def _context(self) -> mp.context.BaseContext:
-        if "forkserver" in mp.get_all_start_methods():
-            ctx = mp.get_context("forkserver")
-            if self.preload:
-                ctx.set_forkserver_preload(self.preload)
-            return ctx
-        return mp.get_context("spawn")
+        return pool_context(self.preload)
 
     def imap(self, fn: Callable[..., R], items: Iterable[Any], *args: Any) -> Iterator[R]:
         it = iter(items)

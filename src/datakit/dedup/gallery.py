@@ -3,14 +3,12 @@ thumbnails side by side with labels, distance to the kept image and the decision
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from pathlib import Path
 
 import pandas as pd
 
-from datakit.images import ImageRejected, load_image
+from datakit.images import thumbnail_uri
 from datakit.manifest import resolve
 
 _CSS = """
@@ -28,15 +26,7 @@ table{border-collapse:collapse} td,th{padding:2px 10px;text-align:right;border-b
 """
 
 
-def _thumb(root: Path, rel: str, size: int = 128) -> str:
-    try:
-        im = load_image(root, rel)
-    except (ImageRejected, OSError):
-        return ""
-    im.thumbnail((size, size))
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=75)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+_thumb = thumbnail_uri
 
 
 def _group_html(root: Path, rows: pd.DataFrame, conflict: bool) -> str:

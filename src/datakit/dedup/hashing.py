@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -555,23 +554,6 @@ def _init_worker() -> None:
     """Initializer of a plain process pool running hashes (`datakit.audit`)."""
     global _worker_limits
     _worker_limits = _one_blas_thread()
-
-
-def _pool_context() -> mp.context.BaseContext:
-    """forkserver where there is one (no fork of a possibly threaded parent; workers fork from a
-    server that has already imported this module, so they start in milliseconds), else spawn."""
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload([__name__])
-        return ctx
-    return mp.get_context("spawn")
-
-
-def _cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def hash_paths(paths: Sequence[Path], *, exact: bool = False, workers: int = 0,
