@@ -130,6 +130,7 @@ def scrape(
     result that did not become an image, with a reason), OUT/images/ and the raw search
     responses in OUT/search/. Re-running the same command resumes a killed run.
     """
+    from datakit.parallel import configure_from_params
     from datakit.params import load_params, override
     from datakit.scrape import Interrupted, Scraper
 
@@ -140,6 +141,7 @@ def scrape(
         )
     try:
         params = load_params(params_file)
+        configure_from_params(params)  # download shards run on the Dask cluster when one is set
         p = override(params.scrape, "scrape", per_query=per_query)
         if allow_private:
             p = override(p, "scrape", **{"fetch.allow_private": True})

@@ -14,6 +14,7 @@ decode never starves other downloads (NET-15).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import multiprocessing as mp
@@ -21,6 +22,7 @@ import os
 import queue
 import signal
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -257,12 +259,18 @@ def _worker_main(index: int, work: list[Work], fetch: FetchParams, user_agent: s
 async def download_parallel(work: list[Work], workers: int, *, fetch: FetchParams, user_agent: str,
                             limits: ImageLimits, store: ImageStore, state: Path,
                             on_settled: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
-    """`download()` over `workers` processes; caps are divided so their sum stays within
-    `fetch.concurrency` and `fetch.per_host`."""
+    """`download()` over `workers` shards; caps are divided so their sum stays within
+    `fetch.concurrency` and `fetch.per_host`. The shards run as local processes, or as tasks on
+    the Dask cluster when one is configured (`compute.scheduler` / DATAKIT_DASK_SCHEDULER)."""
     share = fetch.model_copy(update={
         "concurrency": _share(fetch.concurrency, workers),
         "per_host": _share(fetch.per_host, workers),
     })
+    from datakit import parallel
+
+    if parallel.current().scheduler is not None:
+        return await _download_dask(work, workers, share=share, user_agent=user_agent, limits=limits,
+                                    store=store, state=state, on_settled=on_settled)
     ctx = mp.get_context("spawn")  # never fork a process that runs an event loop
     messages = ctx.Queue()
     shards = [work[i::workers] for i in range(workers)]
@@ -317,4 +325,137 @@ async def download_parallel(work: list[Work], workers: int, *, fetch: FetchParam
         )
     totals["download_seconds"] = round(time.monotonic() - t0, 3)
     totals["workers"] = len(procs)
+    return totals
+
+
+# ------------------------------------------------------------------ shards on a Dask cluster
+
+
+def _shard_task(index: int, work: list[Work], fetch: FetchParams, user_agent: str, limits: ImageLimits,
+                out: str, state: str, durable: bool, stop: str) -> dict[str, Any]:
+    """One download shard as a Dask task: the same `download()` and the same per-shard journal
+    as a local worker process. It stops early (settled results kept) once the file `stop`
+    exists, which the parent creates when it is interrupted. Run-level errors come back as
+    {"fatal": message} rather than as exceptions that would have to unpickle in the parent."""
+    store = ImageStore(Path(out), durable=durable)
+    journal = Journal(Path(state), f"journal-w{index}.jsonl")
+    stop_path = Path(stop)
+
+    async def main() -> dict[str, Any]:
+        job = asyncio.ensure_future(download(work, fetch=fetch, user_agent=user_agent, limits=limits,
+                                             store=store, journal=journal, threads=1))
+        while not job.done():
+            await asyncio.wait({job}, timeout=0.25)
+            if not job.done() and stop_path.exists():
+                # cancel the in-flight downloads together with `download()` itself: none of them
+                # may go on to fail against the closing fetcher and journal that as a failure
+                for task in asyncio.all_tasks():
+                    if task is not asyncio.current_task():
+                        task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await job
+                return {"stopped": True}
+        return job.result()
+
+    try:
+        return asyncio.run(main())
+    except DatakitError as exc:
+        return {"fatal": str(exc)}
+    except OSError as exc:
+        if is_disk_full(exc):
+            return {"fatal": f"cannot write the image store in {out}: {exc.strerror}"}
+        raise
+    finally:
+        journal.close()
+
+
+class _JournalProgress:
+    """Counts the lines appended to the shard journals since it was made (the parent's view of
+    how many results the remote shards have settled)."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.offsets = {p: (p.stat().st_size if p.exists() else 0) for p in paths}
+
+    def poll(self) -> int:
+        n = 0
+        for path, offset in self.offsets.items():
+            try:
+                with open(path, "rb") as fh:
+                    size = fh.seek(0, os.SEEK_END)
+                    if size < offset:  # a torn tail was cut off when the shard opened its journal
+                        offset = size
+                    fh.seek(offset)
+                    chunk = fh.read()
+            except FileNotFoundError:
+                continue
+            end = chunk.rfind(b"\n") + 1  # whole lines only
+            n += chunk.count(b"\n", 0, end)
+            self.offsets[path] = offset + end
+        return n
+
+
+async def _download_dask(work: list[Work], workers: int, *, share: FetchParams, user_agent: str,
+                         limits: ImageLimits, store: ImageStore, state: Path,
+                         on_settled: Callable[[int], None]) -> dict[str, Any]:
+    """`download_parallel` with each shard a task on the configured Dask cluster (workers must
+    see `store` and `state` at the same paths: a shared filesystem)."""
+    from datakit import parallel
+
+    ex = parallel.executor()
+    client = ex.client  # type: ignore[attr-defined]
+    out, folder = str(Path(store.folder).resolve()), Path(state).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex[:12]
+    stop = folder / f"stop-{token}"
+    shards = [(i, work[i::workers]) for i in range(workers)]
+    shards = [(i, shard) for i, shard in shards if shard]
+    progress = _JournalProgress([folder / f"journal-w{i}.jsonl" for i, _ in shards])
+    t0 = time.monotonic()
+    futures = [client.submit(_shard_task, i, shard, share, user_agent, limits, out, str(folder), store.durable,
+                             str(stop), key=f"datakit-download-{token}-{i}", pure=False, retries=0)
+               for i, shard in shards]
+    try:
+        try:
+            while not all(f.done() for f in futures):
+                if n := progress.poll():
+                    on_settled(n)
+                await asyncio.sleep(0.1)
+        except asyncio.CancelledError:
+            stop.touch()  # the shards cancel their downloads; what they settled stays in the journals
+            deadline = time.monotonic() + 30
+            while not all(f.done() for f in futures) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            client.cancel(futures)
+            if n := progress.poll():
+                on_settled(n)
+            raise
+    finally:
+        stop.unlink(missing_ok=True)
+    if n := progress.poll():
+        on_settled(n)
+    totals: dict[str, Any] = {"requests": 0, "retries": 0, "bytes_downloaded": 0, "peak_in_flight": 0}
+    fatal: list[str] = []
+    failed: list[BaseException] = []
+    for f in futures:
+        try:
+            value = f.result()
+        except Exception as exc:  # noqa: BLE001 - a worker died or the task raised: reported below
+            failed.append(exc)
+            continue
+        if "fatal" in value:
+            fatal.append(value["fatal"])
+            continue
+        for k in ("requests", "retries", "bytes_downloaded", "peak_in_flight"):
+            totals[k] += value.get(k, 0)
+    if fatal:
+        raise StoreError(fatal[0])
+    if failed:
+        exc = failed[0]
+        raise DatakitError(
+            f"{len(failed)} download shard(s) failed on the Dask cluster ({type(exc).__name__}: {exc}); "
+            f"settled results are kept, re-run the same command to resume"
+        )
+    totals["download_seconds"] = round(time.monotonic() - t0, 3)
+    totals["workers"] = len(shards)
+    totals["download_executor"] = "dask"
     return totals
