@@ -56,3 +56,19 @@ def manifest(out: Path) -> pd.DataFrame:
 
 def failures(out: Path) -> pd.DataFrame:
     return pd.read_parquet(out / "failures.parquet")
+
+
+def sigterm_after_requests(server: Any, n: int, *args: str | Path, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Start `datakit ARGS` as a subprocess, SIGTERM it once `server` has logged `n` requests
+    (or after 30 s), and return (exit code, stderr)."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(datakit_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    deadline = time.monotonic() + 30
+    while len(server.log) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    return proc.returncode, err

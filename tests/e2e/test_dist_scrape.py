@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import pandas as pd
 import pytest
 
 from datakit.verify import verify
-from tests.e2e.helpers import datakit_cmd, failures, manifest, run_subprocess, write_params
+from tests.e2e.helpers import failures, manifest, run_subprocess, sigterm_after_requests, write_params
 
 pytest.importorskip("distributed")
 pytestmark = pytest.mark.timeout(120)
@@ -81,13 +79,8 @@ def test_dask_shards_stop_on_sigterm_and_resume(tmp_path, provider_server) -> No
     args = ["scrape", "--provider", "urls", "--source", urls_file, "--allow-private", "--params", params,
             "--out", tmp_path / "out", "--report", tmp_path / "r.json"]
     env = {**os.environ, "DATAKIT_DASK_SCHEDULER": "local:2"}
-    proc = subprocess.Popen(datakit_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 30
-    while len(provider_server.log) < 20 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
+    code, err = sigterm_after_requests(provider_server, 20, *args, env=env)
+    assert code == 143, err
     assert not list((tmp_path / "out" / ".datakit").glob("stop-*"))
     partial = manifest(tmp_path / "out")
     assert 0 < len(partial) < len(urls) and verify(tmp_path / "out").ok

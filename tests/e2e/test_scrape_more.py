@@ -21,7 +21,15 @@ from PIL import Image
 
 from datakit.scrape.fetch import Fetcher, FetchFailed
 from datakit.verify import verify
-from tests.e2e.helpers import datakit_cmd, failures, invoke, manifest, run_subprocess, write_params
+from tests.e2e.helpers import (
+    datakit_cmd,
+    failures,
+    invoke,
+    manifest,
+    run_subprocess,
+    sigterm_after_requests,
+    write_params,
+)
 from tests.e2e.test_fetch import UA, fp
 from tests.fixtures import images as F
 
@@ -274,13 +282,8 @@ def test_parallel_workers_resume_after_sigterm(tmp_path, provider_server) -> Non
     params = write_params(tmp_path, fetch={"workers": 2, "workers_min_items": 0, "concurrency": 4, "per_host": 4})
     args = ["scrape", "--provider", "urls", "--source", _urls_file(tmp_path, urls), "--allow-private",
             "--params", params, "--out", tmp_path / "out", "--report", tmp_path / "r.json"]
-    proc = subprocess.Popen(datakit_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while len(provider_server.log) < 20 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
+    code, err = sigterm_after_requests(provider_server, 20, *args)
+    assert code == 143, err
     partial = manifest(tmp_path / "out")
     assert 0 < len(partial) < 200 and verify(tmp_path / "out").ok
     settled = len(partial)
