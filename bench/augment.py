@@ -50,31 +50,20 @@ import platform
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+from _common import ensure_venv  # noqa: E402
+
 REPO = BENCH_DIR.parent
 GOAL = 0.9
 CHECK_IMAGES = 25
 
 
-def _venv_python() -> Path:
-    return REPO / ".venv" / "bin" / "python"
-
-
-def _has_deps() -> bool:
-    try:
-        import albumentations  # noqa: F401
-        import numpy  # noqa: F401
-
-        import datakit.augment  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -189,12 +178,9 @@ def _machine_busy() -> float:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    if not _has_deps():
-        py = _venv_python()
-        if py.exists() and Path(sys.executable).resolve() != py.resolve():
-            return subprocess.run([str(py), str(Path(__file__).resolve()), *argv]).returncode
-        print("datakit and albumentations are not importable: run `make venv`", file=sys.stderr)
-        return 2
+    code = ensure_venv(('albumentations', 'numpy', 'datakit.augment'), __file__, argv)
+    if code is not None:
+        return code
     import albumentations
     import cv2
 

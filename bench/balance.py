@@ -57,6 +57,9 @@ from pathlib import Path
 from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+from _common import ensure_venv, mib, reset_peak, status_kib  # noqa: E402
+
 REPO = BENCH_DIR.parent
 SPLIT = (0.50, 0.25, 0.15, 0.10)
 SIDE = 64
@@ -116,33 +119,6 @@ def make_embeddings(y: Any, seed: int) -> Any:
 
 
 # --------------------------------------------------------------------------------------------
-# memory
-
-
-def _status_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak() -> bool:
-    """Reset this process's VmHWM (Linux >= 4.0); False when not possible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-def _mib(kib: float | None) -> float | None:
-    return None if kib is None else round(kib / 1024, 1)
-
-
-# --------------------------------------------------------------------------------------------
 # child: one contender, one kind, one N
 
 
@@ -189,12 +165,12 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 
         warm = SMOTE(k_neighbors=args.k, random_state=0)
         warm.fit_resample(X[:400], y[:400])  # imports and first-call costs out of the timing
-        rss_before = _status_kib("VmRSS")
-        hwm_ok = _reset_peak()
+        rss_before = status_kib("VmRSS")
+        hwm_ok = reset_peak()
         t0, c0 = time.perf_counter(), time.process_time()
         Xr, yr = SMOTE(k_neighbors=args.k, random_state=0).fit_resample(X, y)
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-        peak = _status_kib("VmHWM") if hwm_ok else None
+        peak = status_kib("VmHWM") if hwm_ok else None
         made = int(len(Xr) - n)
         out_dtype = str(Xr.dtype)
         check = None
@@ -203,8 +179,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         from datakit.smote import interpolate
 
         list(interpolate(X[:300], 300, args.k, np.random.default_rng(0)))  # first-call costs
-        rss_before = _status_kib("VmRSS")
-        hwm_ok = _reset_peak()
+        rss_before = status_kib("VmRSS")
+        hwm_ok = reset_peak()
         t0, c0 = time.perf_counter(), time.process_time()
         rng = np.random.default_rng(args.seed)
         made = 0
@@ -226,7 +202,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
                     first = (a_idx, b_idx)
                 del synth  # written out and dropped by `datakit balance`
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-        peak = _status_kib("VmHWM") if hwm_ok else None
+        peak = status_kib("VmHWM") if hwm_ok else None
         check = None
         if first is not None:  # the last class processed
             ok, total = _check_partners(Xc, first[0], first[1], args.k)
@@ -234,8 +210,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     if peak is None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
-        "tool": tool, "kind": kind, "n": n, "seconds": round(seconds, 2), "cpu_s": round(cpu, 2), "peak_rss_mib": _mib(peak),
-        "rss_before_mib": _mib(rss_before), "peak_source": "VmHWM" if hwm_ok else "ru_maxrss",
+        "tool": tool, "kind": kind, "n": n, "seconds": round(seconds, 2), "cpu_s": round(cpu, 2), "peak_rss_mib": mib(peak),
+        "rss_before_mib": mib(rss_before), "peak_source": "VmHWM" if hwm_ok else "ru_maxrss",
         "input_dtype": str(X.dtype), "input_mib": round(X.nbytes / 2**20, 1), "output_dtype": out_dtype,
         "made": made, "expected": expected_new, "generate_s": round(gen_s, 1), "partner_check": check,
         "class_counts": counts.tolist(),
@@ -246,19 +222,6 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 # driver
 
 
-def _venv_python() -> Path:
-    return REPO / ".venv" / "bin" / "python"
-
-
-def _has_deps() -> bool:
-    try:
-        import imblearn  # noqa: F401
-        import numpy  # noqa: F401
-
-        import datakit.smote  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -310,12 +273,9 @@ def main(argv: list[str]) -> int:
     if args.child_tool is not None:
         print(json.dumps(child(args)))
         return 0
-    if not _has_deps():
-        py = _venv_python()
-        if py.exists() and Path(sys.executable).resolve() != py.resolve():
-            return subprocess.run([str(py), str(Path(__file__).resolve()), *argv]).returncode
-        print("datakit, numpy and imbalanced-learn are not importable: run `make venv`", file=sys.stderr)
-        return 2
+    code = ensure_venv(('imblearn', 'numpy', 'datakit.smote'), __file__, argv)
+    if code is not None:
+        return code
     import imblearn
     import numpy as np
 

@@ -55,23 +55,13 @@ from pathlib import Path
 from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+from _common import ensure_venv  # noqa: E402
+
 REPO = BENCH_DIR.parent
 GOAL = 0.90
 
 
-def _venv_python() -> Path:
-    return REPO / ".venv" / "bin" / "python"
-
-
-def _has_deps() -> bool:
-    try:
-        import cv2  # noqa: F401
-        import sklearn  # noqa: F401
-
-        import datakit.colors  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -169,12 +159,9 @@ def _rate(acc: dict[str, Any], key: str = "all") -> str:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    if not _has_deps():
-        venv = _venv_python()
-        if venv.exists() and Path(sys.executable).resolve() != venv.resolve():
-            return subprocess.call([str(venv), __file__, *argv])
-        print("datakit's environment is missing (make venv)", file=sys.stderr)
-        return 2
+    code = ensure_venv(('cv2', 'sklearn', 'datakit.colors'), __file__, argv)
+    if code is not None:
+        return code
 
     import pandas as pd
 

@@ -64,6 +64,9 @@ from pathlib import Path
 from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+from _common import ensure_venv, mib, reset_peak, status_kib  # noqa: E402
+
 REPO = BENCH_DIR.parent
 GOAL_SECONDS = {1_000_000: 15.0, 10_000_000: 240.0}
 GOAL_MEMORY_MIB = {1_000_000: 1024.0}
@@ -115,33 +118,6 @@ def make_hashes(n: int, seed: int, cluster_frac: float, exact_frac: float) -> tu
 
 
 # --------------------------------------------------------------------------------------------
-# memory
-
-
-def _status_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak() -> bool:
-    """Reset this process's VmHWM (Linux >= 4.0); False when not possible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-def _mib(kib: float | None) -> float | None:
-    return None if kib is None else round(kib / 1024, 1)
-
-
-# --------------------------------------------------------------------------------------------
 # child: one N
 
 
@@ -181,12 +157,12 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     if args.save:
         np.save(args.save, h.view(np.uint8).reshape(n, 32))
     near_pairs(h[:2000], args.radius, workers=args.workers)  # imports and first-call costs out of the timing
-    rss_before = _status_kib("VmRSS")
-    hwm_ok = _reset_peak()
+    rss_before = status_kib("VmRSS")
+    hwm_ok = reset_peak()
     t0 = time.perf_counter()
     i, j, d = near_pairs(h, args.radius, workers=args.workers)
     seconds = time.perf_counter() - t0
-    peak = _status_kib("VmHWM") if hwm_ok else None
+    peak = status_kib("VmHWM") if hwm_ok else None
     if peak is None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     rng = np.random.default_rng(args.seed + 1)
@@ -207,7 +183,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "n": n, "radius": args.radius, "workers": args.workers, "generate_s": round(gen_s, 2),
         "seconds": round(seconds, 3), "pairs": int(len(i)),
-        "peak_rss_mib": _mib(peak), "rss_before_mib": _mib(rss_before),
+        "peak_rss_mib": mib(peak), "rss_before_mib": mib(rss_before),
         "peak_source": "VmHWM" if hwm_ok else "ru_maxrss",
         "input_mib": round(h.nbytes / 2**20, 1), "sample_queries": int(len(queries)),
         "sample_true_pairs": len(truth), "recall": recall, "extra_pairs": len(found - truth),
@@ -275,18 +251,6 @@ def run_faiss(py: Path, hashes: Path, radius: int, n: int, workers: int, timeout
 # driver
 
 
-def _venv_python() -> Path:
-    return REPO / ".venv" / "bin" / "python"
-
-
-def _has_datakit() -> bool:
-    try:
-        import numpy  # noqa: F401
-
-        import datakit.dedup.index  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -368,12 +332,9 @@ def main(argv: list[str]) -> int:
     if args.child is not None:
         print(json.dumps(child(args)))
         return 0
-    if not _has_datakit():
-        py = _venv_python()
-        if py.exists() and Path(sys.executable).resolve() != py.resolve():
-            return subprocess.run([str(py), str(Path(__file__).resolve()), *argv]).returncode
-        print("datakit and numpy are not importable: run `make venv` and use .venv/bin/python", file=sys.stderr)
-        return 2
+    code = ensure_venv(('numpy', 'datakit.dedup.index'), __file__, argv)
+    if code is not None:
+        return code
     import numpy as np
 
     sizes = [int(x) for x in str(args.n).split(",") if x.strip()]
