@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from datakit import __version__
+from datakit.console import err, out
+from datakit.console import fail as _fail
+from datakit.console import write_report as _write_report
 from datakit.errors import DatakitError
 
 app = typer.Typer(
@@ -35,9 +37,6 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode="rich",
 )
-# Tables stay readable in logs and CI (no terminal: rich would assume 80 columns).
-out = Console(width=None if sys.stdout.isatty() else 120)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 
 def _version(value: bool) -> None:
@@ -54,10 +53,6 @@ def main(
 ) -> None:
     """datakit command line."""
 
-
-def _fail(exc: BaseException, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
-    return typer.Exit(code)
 
 
 class RichUi:
@@ -92,11 +87,6 @@ class RichUi:
     def note(self, message: str) -> None:
         err.print(message)
 
-
-def _write_report(path: Path, report: dict[str, Any]) -> None:
-    from datakit.fsutil import atomic_write_text
-
-    atomic_write_text(path, json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 @app.command(

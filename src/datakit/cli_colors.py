@@ -7,19 +7,16 @@ the figures, and prints a summary.
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from datakit.console import fail as _fail
+from datakit.console import out
+from datakit.console import write_report as _write_report
 from datakit.errors import DatakitError
-
-out = Console(width=None if sys.stdout.isatty() else 120)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 COLORS_EPILOG = (
     "Examples:\n\n"
@@ -30,15 +27,6 @@ COLORS_EPILOG = (
 )
 
 
-def _fail(exc: BaseException | str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def _write_report(path: Path, report: dict[str, Any]) -> None:
-    from datakit.fsutil import atomic_write_text
-
-    atomic_write_text(path, json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def register(app: typer.Typer) -> None:

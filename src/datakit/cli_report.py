@@ -6,17 +6,14 @@ folders, calls `datakit.report.build_report` and prints the page's path (notes o
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
+from datakit.console import err, out
+from datakit.console import fail as _fail
 from datakit.errors import DatakitError
-
-out = Console(width=None if sys.stdout.isatty() else 120)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 REPORT_EPILOG = (
     "Examples:\n\n"
@@ -26,10 +23,6 @@ REPORT_EPILOG = (
     "  Stage names: scrape, dedup, split, audit, augment, embed, balance, train, evaluate."
 )
 
-
-def _fail(exc: BaseException | str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
-    return typer.Exit(code)
 
 
 def parse_stage_overrides(values: list[str] | None) -> dict[str, Path]:

@@ -7,34 +7,22 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from datakit.console import err, out
+from datakit.console import fail as _fail
+from datakit.console import write_report as _write_report
 from datakit.errors import DatakitError
-
-out = Console(width=None if sys.stdout.isatty() else 120)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 _NO_TORCH = ("{cmd} needs torch and torchvision (the `train` extra): pip install 'datakit[train]' "
              "(or the CUDA build of torch from download.pytorch.org for a GPU)")
 
 
-def _fail(exc: BaseException | str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def _write_report(path: Path, report: dict[str, Any]) -> None:
-    from datakit.fsutil import atomic_write_text
-
-    atomic_write_text(path, json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n")
 
 
 def _note(message: str) -> None:
