@@ -57,11 +57,12 @@ from imblearn.over_sampling import RandomOverSampler
 from imblearn.under_sampling import RandomUnderSampler
 from imblearn.utils import check_sampling_strategy
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from datakit.augment import PIXEL_COLUMNS, AugmentParams, apply, build_pipeline, child_row, encode, variant_seed
 from datakit.errors import ManifestError, ParamsError
 from datakit.images import EXTENSIONS, ImageRejected, ImageStore, load_image
+from datakit.params import parse_section
 
 KEY = "balance"
 ORIGINAL = "original"
@@ -115,32 +116,7 @@ class BalanceParams(BaseModel):
 
 def parse_balance(data: dict[str, Any] | None, prefix: str = KEY) -> BalanceParams:
     """Validate a `balance:` mapping; any error is a ParamsError naming `balance.<key>`."""
-    try:
-        return BalanceParams.model_validate(data or {})
-    except ValidationError as exc:
-        lines = []
-        seen: set[str] = set()
-        for err in exc.errors():
-            loc = [str(p) for p in err["loc"]]
-            # A union (target) reports once per member: name the key once.
-            field = loc[0] if loc else ""
-            key = f"{prefix}.{field}" if field else prefix
-            if key in seen:
-                continue
-            seen.add(key)
-            if err["type"] == "extra_forbidden":
-                lines.append(f"{key}: unknown key (allowed: {', '.join(BalanceParams.model_fields)})")
-            elif field == "target":
-                value = err.get("input")
-                msg = err["msg"].removeprefix("Value error, ")
-                if err["type"] != "value_error":
-                    msg = f"expected one of {TARGET_FORMS}"
-                lines.append(f"{key}: {msg} (got {value!r})")
-            else:
-                value = err.get("input")
-                shown = f" (got {value!r})" if not isinstance(value, (dict, list)) else ""
-                lines.append(f"{key}: {err['msg']}{shown}")
-        raise ParamsError("; ".join(lines)) from None
+    return parse_section(BalanceParams, data, prefix, forms={"target": f"expected one of {TARGET_FORMS}"})
 
 
 def normalise_target(

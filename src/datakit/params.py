@@ -293,10 +293,13 @@ def override(model: _Model, prefix: str, **changes: Any) -> Any:
         raise ParamsError(format_validation_error(exc, prefix)) from None
 
 
-def parse_section(model: type[BaseModel], data: Any, prefix: str) -> Any:
+def parse_section(model: type[BaseModel], data: Any, prefix: str, *, forms: dict[str, str] | None = None) -> Any:
     """Validate one stage's raw `params.yaml` mapping with `model`. Every problem becomes one
     ParamsError line naming `<prefix>.<key>` (unknown keys list the allowed ones); a ParamsError a
-    validator raised is passed through as it is."""
+    validator raised is passed through as it is. `forms` names union fields (which pydantic
+    reports once per member) with the message for a value of the wrong type: such a field gets
+    one line, with the value shown."""
+    forms = forms or {}
     if data is not None and not isinstance(data, dict):
         raise ParamsError(f"{prefix}: expected a mapping of keys (got {data!r})")
     try:
@@ -309,7 +312,8 @@ def parse_section(model: type[BaseModel], data: Any, prefix: str) -> Any:
             if isinstance(cause, ParamsError):
                 lines.append(str(cause))
                 continue
-            loc = ".".join(str(p) for p in err["loc"])
+            field = str(err["loc"][0]) if err["loc"] else ""
+            loc = field if field in forms else ".".join(str(p) for p in err["loc"])
             key = f"{prefix}.{loc}" if loc else prefix
             if key in seen:
                 continue
@@ -318,6 +322,11 @@ def parse_section(model: type[BaseModel], data: Any, prefix: str) -> Any:
                 lines.append(f"{key}: unknown key (allowed: {', '.join(model.model_fields)})")
                 continue
             value = err.get("input")
+            msg = err["msg"].removeprefix("Value error, ")
+            if field in forms:
+                msg = msg if err["type"] == "value_error" else forms[field]
+                lines.append(f"{key}: {msg} (got {value!r})")
+                continue
             shown = f" (got {value!r})" if not isinstance(value, (dict, list)) else ""
-            lines.append(f"{key}: {err['msg'].removeprefix('Value error, ')}{shown}")
+            lines.append(f"{key}: {msg}{shown}")
         raise ParamsError("; ".join(lines)) from None
