@@ -271,26 +271,37 @@ def encode(pixels: np.ndarray, fmt: str, quality: int) -> bytes:
     return buf.getvalue()
 
 
-def child_row(parent: dict[str, Any], *, root: Path, store: ImageStore, image_id: str, rel: str,
-              width: int, height: int, fmt: str, nbytes: int, origin: str, parent_ids: list[str],
-              made_with: dict[str, Any]) -> dict[str, Any]:
-    """A manifest row for a new image derived from `parent` (augment, balance): the parent's
-    columns, minus those that describe the parent's bytes, plus the new file and its provenance."""
+def derived_row(parent: dict[str, Any], *, image_id: str, origin: str, parent_ids: list[str],
+                made_with: dict[str, Any]) -> dict[str, Any]:
+    """A manifest row derived from `parent` with no file of its own yet: the parent's columns,
+    minus those that describe the parent's bytes (path, size, format, pixel facts: null), plus
+    the new identity and its provenance. `balance` uses it as is for smote vectors."""
     row = dict(parent)
     for col in PIXEL_COLUMNS:
         if col in row:
             row[col] = None
     row.update(
         image_id=image_id,
-        path=relpath(root, store.folder / rel),
-        width=int(width),
-        height=int(height),
-        format=fmt,
-        bytes=int(nbytes),
+        path=None,
+        width=None,
+        height=None,
+        format=None,
+        bytes=None,
         origin=origin,
         parent_ids=parent_ids,
         augment_params=json.dumps(made_with, sort_keys=True),
     )
+    return row
+
+
+def child_row(parent: dict[str, Any], *, root: Path, store: ImageStore, image_id: str, rel: str,
+              width: int, height: int, fmt: str, nbytes: int, origin: str, parent_ids: list[str],
+              made_with: dict[str, Any]) -> dict[str, Any]:
+    """A manifest row for a new image derived from `parent` (augment, balance): `derived_row`
+    plus the new file."""
+    row = derived_row(parent, image_id=image_id, origin=origin, parent_ids=parent_ids, made_with=made_with)
+    row.update(path=relpath(root, store.folder / rel), width=int(width), height=int(height), format=fmt,
+               bytes=int(nbytes))
     return row
 
 

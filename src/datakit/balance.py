@@ -45,7 +45,6 @@ removed and regenerated, and rows an earlier run marked undersampled are restore
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,7 +58,7 @@ from imblearn.utils import check_sampling_strategy
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from datakit.augment import PIXEL_COLUMNS, AugmentParams, apply, build_pipeline, child_row, encode, variant_seed
+from datakit.augment import AugmentParams, apply, build_pipeline, child_row, derived_row, encode, variant_seed
 from datakit.errors import ManifestError, ParamsError
 from datakit.images import EXTENSIONS, ImageRejected, ImageStore, load_image
 from datakit.params import parse_section
@@ -541,13 +540,9 @@ def _smote_embeddings(
                     continue
                 seen.add(image_id)
                 vectors[image_id] = vec
-                row = dict(pa)
-                for col in PIXEL_COLUMNS:
-                    if col in row:
-                        row[col] = None
-                row.update(image_id=image_id, path=None, width=None, height=None, format=None, bytes=None,
-                           origin=SMOTE, parent_ids=[str(pa["image_id"]), str(pb["image_id"])], balance_reason=None,
-                           augment_params=json.dumps({"strategy": SMOTE, "gap": float(gaps[j])}, sort_keys=True))
+                row = derived_row(pa, image_id=image_id, origin=SMOTE, parent_ids=[str(pa["image_id"]), str(pb["image_id"])],
+                                  made_with={"strategy": SMOTE, "gap": float(gaps[j])})
+                row["balance_reason"] = None
                 rows.append(row)
     return rows
 
