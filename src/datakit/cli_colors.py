@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
 
         try:
             params = load_params(params_file)
-            raw = (params.model_extra or {}).get("colors")
+            raw = params.colors
             if raw is not None and not isinstance(raw, dict):
                 parse_colors(raw)  # raises, naming `colors`
             given = {"foreground": foreground, "palette": palette, "masks": masks, "workers": workers}

@@ -8,7 +8,9 @@ Secrets never belong here: a key that looks like a credential is refused (CFG-03
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -168,10 +170,10 @@ class AuditParams(_Model):
 
 
 class Params(_Model):
-    """The whole params.yaml. Keys of later stages are accepted as plain mappings until their
-    stage defines a model."""
+    """The whole params.yaml: one key per stage, and no other (a misspelt section such as
+    `dedupe:` would otherwise leave the stage on its defaults without a word, CFG-06). Stages
+    that validate their own section take it here as a plain mapping."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
     scrape: ScrapeParams = Field(default_factory=ScrapeParams)
     dedup: DedupParams = Field(default_factory=DedupParams)
     split: SplitParams = Field(default_factory=SplitParams)
@@ -180,6 +182,9 @@ class Params(_Model):
     balance: dict[str, Any] = Field(default_factory=dict)  # validated by datakit.balance.parse_balance
     embed: dict[str, Any] = Field(default_factory=dict)  # validated by datakit.embed.parse_embed
     compute: dict[str, Any] = Field(default_factory=dict)  # validated by datakit.parallel.parse_compute
+    train: dict[str, Any] = Field(default_factory=dict)  # validated by datakit.train.params.parse_train
+    evaluate: dict[str, Any] = Field(default_factory=dict)  # validated by datakit.train.params.parse_evaluate
+    colors: dict[str, Any] = Field(default_factory=dict)  # validated by datakit.colors.parse_colors
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -239,6 +244,26 @@ def _allowed_keys(model: type[BaseModel]) -> str:
     return ", ".join(model.model_fields)
 
 
+def closest(key: str, allowed: Iterable[str]) -> str | None:
+    """The allowed name `key` most likely misspells (`dedupe` -> `dedup`, `scrap` -> `scrape`,
+    `validation` -> `val`), or None when nothing is near."""
+    names = [str(a) for a in allowed]
+    low = key.lower()
+    near = difflib.get_close_matches(low, names, n=1, cutoff=0.6)
+    if near:
+        return near[0]
+    prefixes = [n for n in names if low.startswith(n) or n.startswith(low)] if len(low) >= 3 else []
+    return max(prefixes, key=len) if prefixes else None
+
+
+def unknown_key_message(key: Any, allowed: Iterable[str], what: str = "key") -> str:
+    """`unknown <what> 'x' (did you mean y?); allowed: a, b, c` on one line."""
+    allowed = list(allowed)
+    near = closest(str(key), allowed)
+    hint = f" (did you mean {near}?)" if near else ""
+    return f"unknown {what} {str(key)!r}{hint}; allowed: {', '.join(allowed)}"
+
+
 def parse_params(data: dict[str, Any] | None, source: str = "params.yaml") -> Params:
     """Validate a params mapping; errors name the file and the key."""
     data = data or {}
@@ -250,11 +275,35 @@ def parse_params(data: dict[str, Any] | None, source: str = "params.yaml") -> Pa
             f"{source}: {', '.join(secrets)} looks like a credential. Secrets never go in params.yaml "
             f"(dvc.lock stores parameter values in git): export the provider's environment variable instead"
         )
+    unknown = [k for k in data if k not in Params.model_fields]
+    if unknown:
+        raise ParamsError(f"{source}: " + "; ".join(unknown_key_message(k, Params.model_fields, "section")
+                                                     for k in unknown))
+    # An empty section (`train:` with every key commented out) is YAML null: the stage's defaults.
+    data = {k: v for k, v in data.items() if v is not None}
     try:
         return Params.model_validate(data)
     except ValidationError as exc:
         msg = format_validation_error(exc)
         raise ParamsError(f"{source}: {msg}") from None
+
+
+def read_params_text(path: Path) -> str:
+    """The text of a params file; one ParamsError line naming the file when it cannot be read or
+    is not UTF-8 (with the byte offset and line of the first bad byte)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ParamsError(f"{path}: cannot read the params file ({exc.strerror or exc})") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ParamsError(
+            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at byte offset {exc.start}, line {line}); "
+            f"save the file as UTF-8"
+        ) from None
 
 
 def load_params(path: Path | None) -> Params:
@@ -267,8 +316,9 @@ def load_params(path: Path | None) -> Params:
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"params file not found: {path}")
+    text = read_params_text(path)
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506 - SafeLoader subclass
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - SafeLoader subclass
     except ParamsError as exc:
         raise ParamsError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:

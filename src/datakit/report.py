@@ -673,10 +673,9 @@ def build_report(stages: Mapping[str, Path], reports_dir: Path | None, out: Path
         root = find_project_root(existing[0]) if existing else Path.cwd()
     params_text = None
     if params_file is not None:
-        try:
-            params_text = Path(params_file).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise DatakitError(f"params file {params_file}: {exc}") from exc
+        from datakit.params import read_params_text
+
+        params_text = read_params_text(Path(params_file))  # one line naming the file if unreadable or not UTF-8
     run = _Run(stages, reports_dir, Path(root))
     thumbs = _Thumbs(Path(root), max_thumb_bytes)
     notes: list[str] = []
