@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -99,6 +100,7 @@ REASONS: dict[str, str] = {
     "too_many_redirects": "more redirects than fetch.max_redirects",
     "bad_scheme": "a URL or redirect to a scheme other than http/https",
     "bad_url": "the URL is malformed, relative, or carries credentials",
+    "credential_in_url": "the search API put its own key into the result URL: not sent to the image host",
     "blocked_address": "the host resolves to a private, loopback or otherwise non-global address",
     "blocked_port": "the URL uses a port outside fetch.allowed_ports",
     "bad_response": "the server's response was malformed (headers too large, bad status line)",
@@ -191,6 +193,119 @@ def read_table(path: Path, what: str = "manifest") -> pd.DataFrame:
         ) from exc
 
 
+class PathGuard:
+    """Decides whether a manifest `path` stays inside the project root (SEC-10).
+
+    A path escapes when it is absolute, when its `..` parts climb above the root, or when a
+    symlink on the way (a folder or the file itself) leads outside the root's real location.
+    A manifest comes from a teammate, a remote or a download: were such paths followed,
+    `verify`, `dedup`, `split` or `audit` would read any file the user can read. Symlinks into
+    the project's own DVC cache (`cache.dir` in .dvc/config, with `cache.type: symlink`) stay
+    allowed, wherever that cache lives."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = os.path.normpath(os.path.abspath(root))
+        self.allowed = [os.path.realpath(self.root), *_dvc_cache_dirs(Path(self.root))]
+        self._real_dirs: dict[str, str] = {}
+
+    def escapes(self, rel: str) -> bool:
+        if "\0" in rel or os.path.isabs(rel) or os.path.splitdrive(rel)[0]:
+            return True
+        full = os.path.join(self.root, rel)
+        if not _inside(os.path.normpath(full), self.root):
+            return True
+        return not any(_inside(self._real(full), folder) for folder in self.allowed)
+
+    def _real(self, full: str) -> str:
+        """realpath(full), with the realpath of each folder computed once (store folders are shared)."""
+        folder, name = os.path.split(full)
+        real = self._real_dirs.get(folder)
+        if real is None:
+            real = self._real_dirs[folder] = os.path.realpath(folder)
+        if name in ("", ".", "..") or os.path.islink(full):
+            return os.path.realpath(full)
+        return os.path.join(real, name)
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _dvc_cache_dirs(root: Path) -> list[str]:
+    """The real `cache.dir` of a DVC project (.dvc/config, .dvc/config.local), if set."""
+    import configparser
+
+    found: list[str] = []
+    for name in ("config", "config.local"):
+        cfg = configparser.ConfigParser(interpolation=None)
+        try:
+            cfg.read(root / ".dvc" / name, encoding="utf-8")
+            folder = cfg.get("cache", "dir", fallback=None)
+        except (configparser.Error, OSError, UnicodeDecodeError):
+            continue
+        if folder:
+            found.append(os.path.realpath(os.path.join(root / ".dvc", os.path.expanduser(folder.strip().strip("'\"")))))
+    return found
+
+
+def escaping_rows(root: Path, paths: Iterable[object], index: Iterable[int]) -> list[int]:
+    """The rows (labels from `index`) whose `path` leaves `root` (see PathGuard); rows with no
+    path are left to the missing-file check."""
+    guard = PathGuard(root)
+    return [i for i, p in zip(index, paths, strict=True) if isinstance(p, str) and p and guard.escapes(p)]
+
+
+def escaping_message(rows: Iterable[int], root: Path) -> str:
+    return (f"paths outside the project root {root} in rows {_fmt_rows(rows)} (absolute, `..` above the root, "
+            f"or a symlink leading out): datakit reads no file a manifest names outside its project")
+
+
+@dataclass
+class RowCheck:
+    """What `check_rows` found: one line per problem, and the rows whose id or path is unusable."""
+
+    problems: list[str] = field(default_factory=list)
+    empty_ids: set[int] = field(default_factory=set)
+    outside: set[int] = field(default_factory=set)
+
+    @property
+    def unusable(self) -> set[int]:
+        return self.empty_ids | self.outside
+
+
+def check_rows(df: pd.DataFrame, root: Path, *, required: Iterable[str] = CORE_COLUMNS,
+               check_files: bool = True) -> RowCheck:
+    """The manifest checks every reader shares (`read_manifest`, `datakit verify`): required
+    columns, empty or duplicate `image_id`s, paths outside the project root, and (with
+    `check_files`) missing image files. Row numbers are the frame's index labels."""
+    found = RowCheck()
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        found.problems.append(f"missing columns: {', '.join(missing)}")
+    if IMAGE_ID in df.columns:
+        ids = df[IMAGE_ID]
+        empty = ids.isna() | (ids.astype("string") == "")
+        if empty.any():
+            found.problems.append(f"empty image_id in rows {_fmt_rows(df.index[empty])}")
+            found.empty_ids.update(df.index[empty])
+        dup = ids.duplicated(keep=False) & ~empty
+        if dup.any():
+            found.problems.append(f"duplicate image_id in rows {_fmt_rows(df.index[dup])}")
+    if PATH in df.columns:
+        outside = escaping_rows(root, df[PATH], df.index)
+        if outside:
+            found.problems.append(escaping_message(outside, root))
+            found.outside.update(outside)
+        if check_files:
+            # `origin == "smote"` rows are vectors without an image (balance on embeddings): no file to check.
+            vector_only = df["origin"].eq("smote").to_numpy() if "origin" in df.columns else [False] * len(df)
+            gone = [i for i, p, v in zip(df.index, df[PATH], vector_only, strict=True)
+                    if not v and i not in found.outside and (not isinstance(p, str) or not (Path(root) / p).is_file())]
+            if gone:
+                found.problems.append(f"image files missing for rows {_fmt_rows(gone)} (paths are relative to {root})")
+    return found
+
+
 def read_manifest(
     path: Path,
     *,
@@ -198,42 +313,29 @@ def read_manifest(
     check_files: bool = True,
     root: Path | None = None,
 ) -> pd.DataFrame:
-    """Read and validate a manifest. Collects every problem (missing columns, empty or
-    duplicate `image_id`s, missing image files) and raises one ManifestError listing them all."""
+    """Read and validate a manifest (`check_rows`). Collects every problem (missing columns,
+    empty or duplicate `image_id`s, paths outside the project root, missing image files) and
+    raises one ManifestError listing them all."""
     path = Path(path)
     if path.is_dir():
         path = path / MANIFEST
     df = read_table(path)
-    problems: list[str] = []
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        problems.append(f"missing columns: {', '.join(missing)}")
-    if IMAGE_ID in df.columns:
-        ids = df[IMAGE_ID]
-        empty = ids.isna() | (ids.astype("string") == "")
-        if empty.any():
-            problems.append(f"empty image_id in rows {_fmt_rows(df.index[empty])}")
-        dup = ids.duplicated(keep=False) & ~empty
-        if dup.any():
-            problems.append(f"duplicate image_id in rows {_fmt_rows(df.index[dup])}")
-    if check_files and PATH in df.columns:
-        base = root or find_project_root(path.parent)
-        # `origin == "smote"` rows are vectors without an image (balance on embeddings): no file to check.
-        vector_only = df["origin"].eq("smote").to_numpy() if "origin" in df.columns else [False] * len(df)
-        gone = [i for i, p, v in zip(df.index, df[PATH], vector_only, strict=True)
-                if not v and (not isinstance(p, str) or not (base / p).is_file())]
-        if gone:
-            problems.append(
-                f"image files missing for rows {_fmt_rows(gone)} (paths are relative to {base})"
-            )
-    if problems:
-        raise ManifestError(f"invalid manifest {path}: " + "; ".join(problems))
+    found = check_rows(df, root or find_project_root(path.parent), required=required, check_files=check_files)
+    if found.problems:
+        raise ManifestError(f"invalid manifest {path}: " + "; ".join(found.problems))
     return df
 
 
 def resolve(root: Path, rel: str) -> Path:
     """The file a manifest `path` names. Every image read goes through here (and images.py),
-    so that a later packed store (`shard#member`) changes one function, not every stage."""
+    so that a later packed store (`shard#member`) changes one function, not every stage.
+    Manifests are checked by `check_rows` when read; as a last guard an absolute path or one
+    whose `..` parts climb above `root` is refused here too (ManifestError)."""
+    if not isinstance(rel, str) or "\0" in rel or os.path.isabs(rel) or os.path.splitdrive(rel)[0]:
+        raise ManifestError(f"manifest path {rel!r} is not a relative path inside the project root {root}")
+    base = os.path.normpath(os.path.abspath(root))
+    if not _inside(os.path.normpath(os.path.join(base, rel)), base):
+        raise ManifestError(f"manifest path {rel!r} leads outside the project root {root}")
     return Path(root) / rel
 
 

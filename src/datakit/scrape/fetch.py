@@ -31,6 +31,7 @@ from yarl import URL
 
 from datakit.params import FetchParams
 from datakit.scrape.policy import AddressPolicy, Blocked, BlockedAddress
+from datakit.scrape.secrets import URL_MARK
 
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
@@ -187,6 +188,9 @@ class Fetcher:
 
     async def fetch(self, url: str) -> Fetched:
         """Download one URL. Raises FetchFailed with a reason code."""
+        if URL_MARK in url:  # the search API put its key into this URL (issue 13 B11, SEC-09)
+            raise FetchFailed("credential_in_url", "the search API put its key into this URL; "
+                              "datakit does not send the key to another host")
         try:
             parsed = self.policy.check_url(url)
         except Blocked as exc:

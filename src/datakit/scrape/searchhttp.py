@@ -5,6 +5,11 @@ travel to an image host (SEC-09). Every response is recorded under `search/` so 
 be rebuilt and audited after a provider changes or dies. Secrets are redacted from every URL,
 message and recorded body (SEC-08): `str(aiohttp.ClientResponseError)` would otherwise print
 `?api_key=...`.
+
+Redirects are followed by hand. aiohttp forwards custom headers (`X-Subscription-Token`,
+`Ocp-Apim-Subscription-Key`) and of course the query string to whatever host a redirect names
+(reliability.md section 0.3), so a request that carries a key only follows a redirect to the same
+origin (scheme, host, port); any other is an error that names the new host (issue 13 B2).
 """
 
 from __future__ import annotations
@@ -21,15 +26,15 @@ from yarl import URL
 from datakit.errors import ProviderError
 from datakit.scrape.fetch import parse_retry_after
 from datakit.scrape.providers.base import ApiResponse
+from datakit.scrape.secrets import redact
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 5
 
 
-def redact(text: str, secrets: tuple[str, ...]) -> str:
-    for s in secrets:
-        if s:
-            text = text.replace(s, "***")
-    return text
+def _origin(url: URL) -> str:
+    return f"{url.scheme}://{url.host}:{url.explicit_port or url.port}"
 
 
 class SearchClient:
@@ -104,10 +109,7 @@ class SearchClient:
             attempt += 1
             self.requests += 1
             try:
-                async with self._session.get(target, headers=headers or {}, allow_redirects=True, max_redirects=5) as resp:
-                    body = await resp.read()
-                    status = resp.status
-                    hdrs = {k: v for k, v in resp.headers.items()}
+                status, hdrs, body = await self._follow(target, headers or {}, secrets)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 if attempt <= self.retries:
                     await asyncio.sleep(self._rng.uniform(0, self.backoff_base_s * 2 ** (attempt - 1)))
@@ -124,7 +126,39 @@ class SearchClient:
                 if delay is None:
                     delay = self._rng.uniform(0, self.backoff_base_s * 2 ** (attempt - 1))
                 elif delay > self.retry_after_cap_s:
-                    return ApiResponse(status, hdrs, body, shown)  # quota: the provider reports it
+                    return ApiResponse(status, hdrs, body, shown, secrets)  # quota: the provider reports it
                 await asyncio.sleep(delay)
                 continue
-            return ApiResponse(status, hdrs, body, shown)
+            return ApiResponse(status, hdrs, body, shown, secrets)
+
+    async def _follow(self, target: URL, headers: dict[str, str],
+                      secrets: tuple[str, ...]) -> tuple[int, dict[str, str], bytes]:
+        """GET `target`, following redirects by hand: with `secrets` only within its origin."""
+        assert self._session is not None
+        current = target
+        for _hop in range(MAX_REDIRECTS + 1):
+            async with self._session.get(current, headers=headers, allow_redirects=False) as resp:
+                location = resp.headers.get("Location")
+                if resp.status not in REDIRECT_STATUS or not location:
+                    return resp.status, {k: v for k, v in resp.headers.items()}, await resp.read()
+                status = resp.status
+            try:
+                nxt = current.join(URL(location))
+            except (ValueError, TypeError):
+                raise ProviderError(
+                    f"search API at {_origin(target)} answered HTTP {status} with an unreadable Location"
+                ) from None
+            if nxt.scheme not in ("http", "https") or not nxt.host:
+                raise ProviderError(
+                    f"search API at {_origin(target)} redirected to a non-HTTP address "
+                    f"({redact(nxt.scheme or 'no scheme', secrets)}:); not followed"
+                )
+            if secrets and _origin(nxt) != _origin(target):
+                raise ProviderError(
+                    f"search API at {_origin(target)} redirected (HTTP {status}) to another host, "
+                    f"{redact(_origin(nxt), secrets)}; datakit does not send the API key to another host. "
+                    f"If the API has moved, point --endpoint (or scrape.providers.<name>.endpoint) at "
+                    f"the new address"
+                )
+            current = nxt
+        raise ProviderError(f"search API at {_origin(target)} redirected more than {MAX_REDIRECTS} times")

@@ -10,6 +10,7 @@ from typing import Any
 
 from datakit.errors import ProviderError
 from datakit.scrape.providers.base import ApiResponse
+from datakit.scrape.secrets import redact as _redact
 
 _MIME_BY_EXT = {
     "jpg": "image/jpeg",
@@ -41,9 +42,8 @@ def header(resp: ApiResponse, name: str) -> str | None:
 
 
 def snippet(resp: ApiResponse, limit: int = 120) -> str:
-    """The start of the body as one printable line."""
-    text = resp.body[:limit].decode("utf-8", "replace")
-    return " ".join(text.split())
+    """The start of the body as one printable line, keys redacted (`ApiResponse.snippet`)."""
+    return resp.snippet(limit)
 
 
 def looks_like_html(resp: ApiResponse) -> bool:
@@ -183,8 +183,5 @@ def route(endpoint: str, path: str) -> str:
 
 
 def redact(text: str, secrets: dict[str, str]) -> str:
-    """`text` with every secret value replaced by ***."""
-    for value in secrets.values():
-        if value:
-            text = text.replace(value, "***")
-    return text
+    """`text` with every secret value (as sent or percent-encoded) replaced by ***."""
+    return _redact(text, secrets.values())

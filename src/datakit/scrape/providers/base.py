@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from datakit.errors import ParamsError, ProviderError
+from datakit.scrape.secrets import redact, scrub_hit
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,15 @@ class Page:
 class ApiResponse:
     status: int
     headers: dict[str, str]
-    body: bytes
+    body: bytes  # as the server sent it: may quote the key (B3), so never print it raw
     url: str  # redacted: never contains a secret
+    secrets: tuple[str, ...] = field(default=(), repr=False)  # what `snippet` redacts
+
+    def snippet(self, limit: int = 120) -> str:
+        """The start of the body as one printable line, every secret redacted (the only way a
+        message may quote a server's text)."""
+        text = self.body[: limit + 200].decode("utf-8", "replace")
+        return " ".join(redact(text, self.secrets).split())[:limit]
 
     def json(self) -> Any:
         import json
@@ -71,10 +79,9 @@ class ApiResponse:
         try:
             return json.loads(self.body)
         except (ValueError, UnicodeDecodeError) as exc:
-            snippet = self.body[:80].decode("utf-8", "replace").replace("\n", " ")
             raise ProviderError(
-                f"unexpected response from {self.url} (HTTP {self.status}): not JSON: {snippet!r}"
-            ) from exc
+                f"unexpected response from {self.url} (HTTP {self.status}): not JSON: {self.snippet(80)!r}"
+            ) from None
 
 
 class SearchHttp(Protocol):
@@ -152,7 +159,7 @@ class Provider(ABC):
         page_no = 0
         while len(hits) < cap:
             page_no += 1
-            page = await self._fetch_page(query, cursor, cap - len(hits), page_no, http)
+            page = await self._fetch_page_safely(query, cursor, cap - len(hits), page_no, http)
             fresh = 0
             for hit in page.hits:
                 key = hit.provider_id or hit.url or hit.local_path or ""
@@ -170,6 +177,26 @@ class Provider(ABC):
         for rank, hit in enumerate(hits, start=1):
             hit.rank = rank
         return hits
+
+    async def _fetch_page_safely(
+        self, query: Query, cursor: Any, want: int, page_no: int, http: SearchHttp | None
+    ) -> Page:
+        """`_fetch_page` behind the one secrets gate every provider shares (SEC-08, issue 13
+        B3/B11): a provider error quoting the server's text loses every key it holds, and a hit
+        carrying a key (in its URL, title, ...) is scrubbed before anything stores or fetches it."""
+        secrets = tuple(self.secrets.values())
+        try:
+            page = await self._fetch_page(query, cursor, want, page_no, http)
+        except ProviderError as exc:
+            if secrets:
+                exc.args = tuple(redact(a, secrets) if isinstance(a, str) else a for a in exc.args)
+                exc.__cause__ = None
+                exc.__suppress_context__ = True
+            raise
+        if secrets:
+            for hit in page.hits:
+                scrub_hit(hit, secrets)
+        return page
 
     @abstractmethod
     async def _fetch_page(
