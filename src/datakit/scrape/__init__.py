@@ -38,6 +38,7 @@ from datakit.manifest import (
     MANIFEST,
     SCRAPE_SCHEMA,
     find_project_root,
+    read_table,
     relpath,
     write_table,
 )
@@ -115,6 +116,35 @@ def _hit_from_json(d: dict[str, Any], query: Query) -> Hit:
     hit.query = query
     return hit
 
+
+def _source(hit: Hit) -> str | None:
+    """The `source_url` / `url` a result gets in the manifest or the failures table."""
+    return hit.url or (Path(hit.local_path).absolute().as_uri() if hit.local_path else None) or hit.page_url
+
+
+def _plain(value: Any) -> Any:
+    """A table cell as a plain JSON value (numpy scalars -> Python, NA -> None)."""
+    if value is None:
+        return None
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return value.item() if hasattr(value, "item") else value
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# manifest columns that a stored result's journal record carries
+_OK_FIELDS = ("format", "width", "height", "orig_width", "orig_height", "bytes", "downsized", "has_gps",
+              "content_type", "content_type_mismatch")
 
 TRANSIENT_REASONS = frozenset({"timeout", "connect_error", "dns_error", "payload_error", "incomplete", "rate_limited",
                                "http_429", "http_500", "http_502", "http_503", "http_504", "http_408"})
@@ -260,7 +290,7 @@ class Scraper:
                 "provider": self.provider_name, "provider_id": h.provider_id, "page_url": h.page_url,
                 "rank": h.rank,
             }
-            src = h.url or (Path(h.local_path).absolute().as_uri() if h.local_path else None) or h.page_url
+            src = _source(h)
             if it.key in dup_url:
                 first = by_key[dup_url[it.key]]
                 fails.append({**base, "url": src, "reason": "duplicate_url",
@@ -326,8 +356,9 @@ class Scraper:
             done_marker.unlink()
 
         journal = Journal(state)
+        for message in journal.set_damaged_aside():
+            self.ui.note(f"warning: {message}")
         store = ImageStore(self.out, durable=self.p.fetch.durable)
-        self._recover_orphans(journal, store)
         if self.retry_failed:
             journal.drop({k for k, r in journal.entries.items() if r["status"] != "ok" and r.get("reason") in TRANSIENT_REASONS})
 
@@ -364,6 +395,8 @@ class Scraper:
                             else:
                                 seen_url[hit.url] = key
                 work = [it for it in items if it.key not in dup_url]
+                self._rebuild_from_tables(work, journal, store)
+                self._recover_orphans(journal, store)
                 stats = await self._download_all(work, journal, store)
             except asyncio.CancelledError:
                 if not caught:
@@ -381,13 +414,95 @@ class Scraper:
         result = self._summarise(items, manifest, failures, stats, time.monotonic() - t0)
         return result
 
+    def _rebuild_from_tables(self, items: list[_Item], journal: Journal, store: ImageStore) -> None:
+        """Results the journal does not name (a damaged or lost journal line) that the tables of
+        an earlier run settled are taken back from `manifest.parquet` / `failures.parquet`
+        rather than fetched again, provided a stored image still hashes to its name (B5).
+        The rebuilt records are journaled again, so they stay settled."""
+        missing = {(it.query.text, it.hit.rank, _source(it.hit)): it for it in items if it.key not in journal.entries}
+        if not missing:
+            return
+        tables = {}
+        for name in (MANIFEST, FAILURES):
+            path = self.out / name
+            if path.exists():
+                try:
+                    tables[name] = read_table(path, name)
+                except DatakitError as exc:
+                    self.ui.note(f"warning: cannot rebuild settled results from it: {exc}")
+        manifest = tables.get(MANIFEST)
+        failures = tables.get(FAILURES)
+        if manifest is None and failures is None:
+            return
+        objects = store.objects()
+        checked: dict[str, bool] = {}
+
+        def intact(image_id: Any) -> bool:
+            if not isinstance(image_id, str) or image_id not in objects:
+                return False
+            if image_id not in checked:
+                checked[image_id] = _sha256_file(objects[image_id]) == image_id
+            return checked[image_id]
+
+        def slot(row: dict[str, Any], url_col: str) -> tuple[Any, Any, Any]:
+            rank = _plain(row.get("rank"))
+            return row.get("query"), int(rank) if rank is not None else None, _plain(row.get(url_col))
+
+        stored: dict[str, dict[str, Any]] = {}  # image_id -> the fields of its ok record
+        rebuilt: list[dict[str, Any]] = []
+        for row in (manifest.to_dict("records") if manifest is not None else []):
+            image_id = _plain(row.get("image_id"))
+            if not intact(image_id):
+                continue
+            fields = {"status": "ok", "image_id": image_id,
+                      "rel": objects[image_id].relative_to(self.out).as_posix(),
+                      **{k: _plain(row.get(k)) for k in _OK_FIELDS}}
+            stored.setdefault(image_id, fields)
+            it = missing.pop(slot(row, "source_url"), None)
+            if it is not None:
+                rebuilt.append({"key": it.key, **fields})
+        for row in (failures.to_dict("records") if failures is not None else []):
+            reason = _plain(row.get("reason"))
+            if reason == "duplicate_url" or (self.retry_failed and reason in TRANSIENT_REASONS):
+                continue  # recomputed every run / to be fetched again
+            it = missing.get(slot(row, "url"))
+            if it is None:
+                continue
+            if reason == "duplicate_bytes":
+                fields = stored.get(_plain(row.get("image_id")))
+                if fields is None:
+                    continue
+                rec = {"key": it.key, **fields}
+            else:
+                rec = {"key": it.key, "status": "fail", "reason": reason,
+                       **{k: _plain(row.get(k)) for k in ("detail", "attempts", "http_status", "content_type")}}
+            del missing[slot(row, "url")]
+            rebuilt.append(rec)
+        for rec in rebuilt:
+            rec["rebuilt"] = True
+            journal.add(rec)
+        if rebuilt:
+            self.ui.note(f"warning: {len(rebuilt)} settled result(s) the journal did not name were taken back from "
+                         f"{MANIFEST} / {FAILURES} (their images hash to their names); nothing is fetched again for them")
+
     def _recover_orphans(self, journal: Journal, store: ImageStore) -> None:
-        """Objects no settled result points to were written by a killed run just before its
-        journal line: delete them (always the same rule); the result is fetched again."""
+        """Stored objects no settled result names (a killed run wrote them just before their
+        journal line, or the journal was damaged). One rule, always (RES-02, B5): an object
+        whose bytes hash to its name is good data and is kept, and a result that fetches the
+        same bytes adopts it; only a file whose bytes do not match its name is removed."""
         known = {r["image_id"] for r in journal.entries.values() if r.get("status") == "ok"}
+        kept = 0
         for image_id, path in store.objects().items():
-            if image_id not in known:
-                path.unlink()
+            if image_id in known:
+                continue
+            if _sha256_file(path) == image_id:
+                kept += 1
+                continue
+            self.ui.note(f"warning: removed {path.relative_to(self.out)}: its bytes do not hash to its name")
+            path.unlink()
+        if kept:
+            self.ui.note(f"note: kept {kept} stored image(s) no settled result names yet (their bytes match their "
+                         f"names); results that fetch the same bytes take them over")
 
     def _summarise(self, items: list[_Item], manifest: pd.DataFrame, failures: pd.DataFrame,
                    stats: dict[str, Any], seconds: float) -> ScrapeResult:

@@ -31,7 +31,7 @@ from typing import Any
 
 from datakit import faults
 from datakit.errors import DatakitError, StoreError
-from datakit.fsutil import atomic_write_text, is_disk_full
+from datakit.fsutil import atomic_write_bytes, atomic_write_text, is_disk_full
 from datakit.images import MIME, ImageLimits, ImageRejected, ImageStore, check_bytes
 from datakit.params import FetchParams
 from datakit.scrape.fetch import Fetcher, FetchFailed
@@ -49,33 +49,89 @@ class Work:
     local_path: str | None = None
 
 
+def _record(line: bytes) -> dict[str, Any] | None:
+    """One journal line as a record, or None when it is not a whole, well-formed one."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(rec, dict) or not isinstance(rec.get("key"), str) or rec.get("status") not in ("ok", "fail"):
+        return None
+    if rec["status"] == "ok" and not (isinstance(rec.get("image_id"), str) and isinstance(rec.get("rel"), str)):
+        return None
+    return rec
+
+
 class Journal:
     """Append-only record of settled results in `folder/journal*.jsonl`: one JSON line each,
     written by one writer per process and flushed to the OS per line, so SIGKILL loses nothing
-    already written. A torn last line (a kill mid-write) is dropped on load."""
+    already written.
+
+    Reading never throws good lines away (RES-02, issue 13 B5): a damaged line is skipped and
+    reported in `damaged` (file, line number), and the lines after it still count. The only
+    thing cut off is a torn last line (no newline: a kill mid-write) of this writer's own file,
+    so that later appends stay parseable; other writers' files are only read.
+    """
 
     def __init__(self, folder: Path, name: str = "journal.jsonl") -> None:
         self.folder = Path(folder)
         self.path = self.folder / name
         self.entries: dict[str, dict[str, Any]] = {}
+        self.damaged: dict[Path, list[int]] = {}  # file -> 1-based numbers of lines skipped
         self.reload()
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def reload(self) -> None:
+        self.damaged = {}
         for path in sorted(self.folder.glob("journal*.jsonl")):
             raw = path.read_bytes()
-            good = 0
-            for line in raw.split(b"\n"):
-                if line.strip():
-                    try:
-                        rec = json.loads(line)
-                    except ValueError:
-                        break
-                    self.entries[rec["key"]] = rec
-                good += len(line) + 1
-            if good < len(raw):
-                with open(path, "r+b") as fh:  # drop the torn tail so later appends stay parseable
-                    fh.truncate(good)
+            lines = raw.split(b"\n")
+            tail = lines.pop()  # b"" when the file ends with a newline
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                rec = _record(line)
+                if rec is None:
+                    self.damaged.setdefault(path, []).append(number)
+                    continue
+                self.entries[rec["key"]] = rec
+            if not tail.strip():
+                continue
+            rec = _record(tail)
+            if rec is not None:
+                self.entries[rec["key"]] = rec  # whole, only its newline is missing
+            if path == self.path:
+                with open(path, "r+b") as fh:
+                    if rec is not None:
+                        fh.seek(0, os.SEEK_END)
+                        fh.write(b"\n")
+                    else:  # torn by a kill mid-write: that result was never settled
+                        fh.truncate(len(raw) - len(tail))
+
+    def set_damaged_aside(self) -> list[str]:
+        """Move the damaged lines found by the last `reload` out of the journals, into
+        `<journal>.damaged` next to them, so they are reported once rather than on every run.
+        Only while no other writer runs (the caller holds the folder lock, before any worker
+        starts). Returns one message per damaged file, naming it and its lines."""
+        messages = []
+        for path, numbers in self.damaged.items():
+            lines = path.read_bytes().split(b"\n")
+            bad = set(numbers)
+            kept = [line for n, line in enumerate(lines, 1) if n not in bad]
+            aside = path.with_name(path.name + ".damaged")
+            with open(aside, "ab") as fh:
+                for n in numbers:
+                    fh.write(f"# {path.name} line {n}\n".encode() + lines[n - 1] + b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            atomic_write_bytes(path, b"\n".join(kept))
+            shown = ", ".join(str(n) for n in numbers[:10]) + (f" (and {len(numbers) - 10} more)" if len(numbers) > 10 else "")
+            messages.append(
+                f"{path}: damaged journal line{'s' if len(numbers) > 1 else ''} {shown} skipped (moved to {aside.name}); "
+                f"the lines after {'them' if len(numbers) > 1 else 'it'} still count, and no stored image is deleted for it"
+            )
+        self.damaged = {}
+        return messages
 
     def add(self, rec: dict[str, Any]) -> None:
         self.entries[rec["key"]] = rec
