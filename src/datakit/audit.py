@@ -438,6 +438,13 @@ def audit_manifest(df: pd.DataFrame, root: Path, *, radius: int = DEFAULT_RADIUS
         missing.append("dhash")
     if missing:
         raise ValueError(f"the manifest lacks column(s) {', '.join(missing)}")
+    if hashes == "recompute":
+        from datakit.errors import ManifestError
+        from datakit.manifest import escaping_message, escaping_rows
+
+        outside = escaping_rows(Path(root), df["path"], df.index)  # numbered as the manifest's rows
+        if outside:
+            raise ManifestError(escaping_message(outside, Path(root)))
     t = df
     if "keep" in t.columns:
         t = t[t["keep"].fillna(True).astype(bool)]

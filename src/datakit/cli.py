@@ -661,8 +661,10 @@ def verify(
     if rep.ok:
         out.print(f"[green]ok[/]: {rep.rows} rows, {rep.checked} files hashed, no orphans, no temp files")
         return
+    from rich.markup import escape
+
     for problem in rep.problems[:50]:
-        err.print(f"[red]breach:[/] {problem}", highlight=False)
+        err.print(f"[red]breach:[/] {escape(problem)}", highlight=False, soft_wrap=True)  # one line per breach
     if len(rep.problems) > 50:
         err.print(f"... and {len(rep.problems) - 50} more")
     raise typer.Exit(1)

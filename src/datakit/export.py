@@ -37,7 +37,7 @@ import pandas as pd
 
 from datakit.errors import ManifestError, ParamsError, StoreError
 from datakit.fsutil import atomic_write_text, check_no_symlink, folder_lock, fsync_dir
-from datakit.manifest import IMAGE_ID, LABEL, PATH, find_project_root, read_manifest, resolve
+from datakit.manifest import IMAGE_ID, LABEL, PATH, PathGuard, find_project_root, read_manifest, resolve
 from datakit.scrape.queries import check_labels
 
 Layout = Literal["imagefolder", "hf"]
@@ -405,13 +405,14 @@ def _check_rows(rows: pd.DataFrame, root: Path, out: Path) -> None:
         problems.append(f"duplicate image_id (ignoring case): {', '.join(sorted(set(dup))[:5])}")
     real_root = os.path.normpath(str(root))
     real_out = os.path.realpath(out)
+    guard = PathGuard(root)  # the manifest readers' rule: absolute, `..` above the root, symlinks leading out
     outside, inside_out, gone = [], [], []
     for rel in rows[PATH]:
         if not isinstance(rel, str) or not rel:
             gone.append(repr(rel))
             continue
         src = os.path.normpath(os.path.join(real_root, rel))
-        if os.path.isabs(rel) or not _inside(src, real_root):
+        if guard.escapes(rel):
             outside.append(rel)
         elif _inside(os.path.realpath(src), real_out) or _inside(src, str(out)):
             inside_out.append(rel)

@@ -16,7 +16,7 @@ from pathlib import Path
 from datakit.errors import ManifestError
 from datakit.fsutil import TMP_SUFFIX
 from datakit.images import stored_objects
-from datakit.manifest import FAILURES, MANIFEST, find_project_root, read_table, resolve
+from datakit.manifest import FAILURES, MANIFEST, check_rows, find_project_root, read_table, resolve
 
 
 @dataclass
@@ -50,24 +50,30 @@ def verify(folder: Path, *, hashes: bool = True) -> VerifyReport:
         return rep
     rep.rows = len(df)
     root = find_project_root(folder)
-    for col in ("image_id", "path"):
-        if col not in df.columns:
-            rep.problems.append(f"{folder / MANIFEST}: missing column {col}")
-            return rep
-    dup = df["image_id"][df["image_id"].duplicated()]
-    if len(dup):
-        rep.problems.append(f"duplicate image_id rows: {', '.join(map(str, dup.index[:10]))}")
+    df = df.reset_index(drop=True)
+    # The checks every manifest reader shares: columns, empty/duplicate ids, paths outside the
+    # project (never opened below). The rows they flag are reported there and skipped here.
+    found = check_rows(df, root, required=("image_id", "path"), check_files=False)
+    rep.problems.extend(f"{folder / MANIFEST}: {problem}" for problem in found.problems)
+    if "image_id" not in df.columns or "path" not in df.columns:
+        return rep
     referenced: set[Path] = set()
     for i, (image_id, rel) in enumerate(zip(df["image_id"], df["path"], strict=True)):
+        if i in found.outside:
+            referenced.add((Path(root) / str(rel)).absolute())  # reported above; claimed, never opened
+            continue
+        if not isinstance(rel, str) or not rel:
+            rep.problems.append(f"row {i}: no path")
+            continue
         path = resolve(root, rel)
-        referenced.add(path.absolute())
+        referenced.add(path.absolute())  # a row with an empty id still claims its file
         if not path.is_file():
             rep.problems.append(f"row {i}: file missing: {rel}")
             continue
-        if hashes:
+        if hashes and i not in found.empty_ids:
             rep.checked += 1
             if _sha256(path) != image_id:
-                rep.problems.append(f"row {i}: {rel} does not hash to its image_id {image_id[:12]}...")
+                rep.problems.append(f"row {i}: {rel} does not hash to its image_id {str(image_id)[:12]}...")
     for path in stored_objects(folder).values():
         if path.absolute() not in referenced:
             rep.problems.append(f"orphan object without a manifest row: {path.relative_to(folder)}")

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from datakit.errors import ManifestError
-from datakit.manifest import CORE_COLUMNS, FAILURE_SCHEMA, SCRAPE_SCHEMA, read_manifest, read_table, write_table
+from datakit.manifest import CORE_COLUMNS, FAILURE_SCHEMA, SCRAPE_SCHEMA, read_manifest, read_table, resolve, write_table
 
 
 def _row(i: int, **kw: object) -> dict:
@@ -117,3 +117,98 @@ def test_writer_roundtrip_property(tmp_path, rows) -> None:  # plan 4.2.6
         for k in ("url", "label", "detail"):
             assert (pd.isna(a[k]) and pd.isna(b[k])) or a[k] == b[k]
         assert (pd.isna(a["rank"]) and pd.isna(b["rank"])) or a["rank"] == b["rank"]
+
+
+# ----------------------------------------------------------------------------- issue 13 (B8, B9)
+
+
+def _escaping_project(tmp_path):
+    """root/ with rows 0-2 inside (row 2 through a symlink that stays inside) and rows 3-7 leading
+    out: `..`, `a/../../x`, absolute, a symlinked file and a symlinked folder pointing outside."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.jpg").write_bytes(b"secret")
+    rows = [_row(i) for i in range(8)]
+    _store(root, rows[:3])
+    (root / "images" / "in.jpg").symlink_to(root / rows[0]["path"])
+    (root / "images" / "out.jpg").symlink_to(outside / "secret.jpg")
+    (root / "images" / "away").symlink_to(outside, target_is_directory=True)
+    rows[2]["path"] = "images/in.jpg"
+    for i, rel in enumerate(["../outside/secret.jpg", "images/../../outside/secret.jpg", str(outside / "secret.jpg"),
+                             "images/out.jpg", "images/away/secret.jpg"], start=3):
+        rows[i]["path"] = rel
+    write_table(pd.DataFrame(rows), root / "m.parquet")
+    return root
+
+
+@pytest.mark.parametrize("check_files", [True, False])
+def test_paths_leaving_the_root_are_refused_naming_the_rows(tmp_path, check_files: bool) -> None:  # B9, SEC-10
+    root = _escaping_project(tmp_path)
+    with pytest.raises(ManifestError) as info:
+        read_manifest(root / "m.parquet", root=root, check_files=check_files)
+    msg = str(info.value)
+    assert f"paths outside the project root {root} in rows 3, 4, 5, 6, 7 " in msg
+    assert "image files missing" not in msg  # outside files are not even looked for
+
+
+def test_symlinks_into_the_projects_dvc_cache_are_allowed(tmp_path) -> None:  # B9: DVC's cache.type symlink
+    root = tmp_path / "root"
+    cache = tmp_path / "shared-cache"
+    (cache / "ab").mkdir(parents=True)
+    (cache / "ab" / "cdef").write_bytes(b"x")
+    rows = [_row(0)]
+    (root / "images").mkdir(parents=True)
+    (root / rows[0]["path"]).parent.mkdir(parents=True)
+    (root / rows[0]["path"]).symlink_to(cache / "ab" / "cdef")
+    write_table(pd.DataFrame(rows), root / "m.parquet")
+    with pytest.raises(ManifestError, match="rows 0 "):
+        read_manifest(root / "m.parquet", root=root)
+    (root / ".dvc").mkdir()
+    (root / ".dvc" / "config").write_text("[cache]\n    dir = ../../shared-cache\n    type = symlink\n")
+    assert len(read_manifest(root / "m.parquet", root=root)) == 1
+
+
+def test_resolve_refuses_absolute_and_climbing_paths(tmp_path) -> None:  # B9: the last guard of every image read
+    assert resolve(tmp_path, "images/a.jpg") == tmp_path / "images" / "a.jpg"
+    assert resolve(tmp_path, "images/../a.jpg") == tmp_path / "images/../a.jpg"
+    for bad in ("/etc/passwd", "../x", "images/../../x", "a\0b"):
+        with pytest.raises(ManifestError, match="project root"):
+            resolve(tmp_path, bad)
+
+
+def test_export_refuses_a_symlink_leading_out(tmp_path) -> None:  # B9: export shares the readers' rule
+    from datakit.export import export
+
+    root = _escaping_project(tmp_path)
+    df = pd.read_parquet(root / "m.parquet").iloc[[0, 6]].assign(split="train")
+    with pytest.raises(ManifestError, match="outside the project root .*images/out.jpg"):
+        export(df, root, tmp_path / "exported")
+    assert not (tmp_path / "exported" / "train").exists()
+
+
+def test_verify_lists_a_null_image_id_and_checks_the_other_rows(tmp_path) -> None:  # B8
+    from datakit.verify import verify
+
+    rows = [_row(i) for i in range(3)]
+    _store(tmp_path / "stage", rows)
+    for r in rows:
+        r["path"] = "stage/" + r["path"]
+    rows[1]["image_id"] = None
+    write_table(pd.DataFrame(rows), tmp_path / "stage" / "manifest.parquet")
+    rep = verify(tmp_path / "stage")
+    assert not rep.ok and rep.rows == 3
+    assert any(p.endswith("empty image_id in rows 1") for p in rep.problems)
+    assert sum("does not hash to its image_id" in p for p in rep.problems) == 2  # rows 0 and 2 still hashed
+    assert rep.checked == 2
+
+
+def test_audit_manifest_reads_no_file_outside_the_root(tmp_path, monkeypatch) -> None:  # B9, audit's own reader
+    from datakit import audit
+
+    root = _escaping_project(tmp_path)
+    df = pd.read_parquet(root / "m.parquet").assign(split=["train", "test"] * 4)
+    opened: list[str] = []
+    monkeypatch.setattr(audit, "_fingerprints", lambda files, workers: opened.extend(files) or [])
+    with pytest.raises(ManifestError, match=r"outside the project root .* rows 3, 4, 5, 6, 7 "):
+        audit.audit_manifest(df, root)
+    assert opened == []
