@@ -161,6 +161,16 @@ class SplitParams(_Model):
     seed: int = 0
     tiny_classes: Literal["error", "train"] = "error"
 
+    @field_validator("ratios", "counts")
+    @classmethod
+    def _split_names(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        from datakit.split import unknown_split_names
+
+        bad = unknown_split_names(v or {})
+        if bad:
+            raise ValueError("; ".join(bad) + " (train and evaluate read only these)")
+        return v
+
 
 class AuditParams(_Model):
     """`audit:` in params.yaml: the independent leak check that can gate a pipeline."""
@@ -236,7 +246,7 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
         else:
             value = err.get("input")
             shown = f" (got {value!r})" if not isinstance(value, (dict, list)) else ""
-            lines.append(f"{key}: {err['msg']}{shown}")
+            lines.append(f"{key}: {err['msg'].removeprefix('Value error, ')}{shown}")
     return "; ".join(lines)
 
 

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -58,6 +58,8 @@ TinyPolicy = Literal["error", "train"]
 
 DEFAULT_RATIOS: dict[str, float] = {"train": 0.8, "val": 0.1, "test": 0.1}
 RATIO_SUM_TOLERANCE = 1e-6
+# The splits train and evaluate read: any other name would be written and never used.
+SPLIT_NAMES = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,14 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def unknown_split_names(names: Iterable[object]) -> list[str]:
+    """One line per name that is not a split datakit reads (`validation` -> did you mean val?)."""
+    from datakit.params import unknown_key_message
+
+    return [unknown_key_message(name, SPLIT_NAMES, "split") for name in names
+            if isinstance(name, str) and name and name not in SPLIT_NAMES]
+
+
 def validate_ratios(ratios: Mapping[str, float]) -> dict[str, float]:
     """Check split ratios (CFG-04) and return them as a plain dict in the caller's order.
 
@@ -125,7 +135,7 @@ def validate_ratios(ratios: Mapping[str, float]) -> dict[str, float]:
             every value.
     """
     shown = ", ".join(f"{k!r}: {v!r}" for k, v in ratios.items())
-    problems: list[str] = []
+    problems: list[str] = unknown_split_names(ratios)
     if not ratios:
         problems.append("no splits given")
     for name, value in ratios.items():
@@ -150,7 +160,7 @@ def validate_ratios(ratios: Mapping[str, float]) -> dict[str, float]:
 
 def _validate_counts(counts: Mapping[str, int]) -> dict[str, int]:
     shown = ", ".join(f"{k!r}: {v!r}" for k, v in counts.items())
-    problems: list[str] = []
+    problems: list[str] = unknown_split_names(counts)
     if not counts:
         problems.append("no splits given")
     for name, value in counts.items():

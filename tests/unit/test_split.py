@@ -305,3 +305,30 @@ def test_carry_over_reports_merges() -> None:
     assert carry.merges == {"c": ("train", "test")}
     out = assign(["x"] * 7, groups, ratios={"train": 0.5, "test": 0.5}, previous=carry.previous, tiny_classes="train")
     assert out[:6] == ["train", "train", "test", "test", "test", "test"]
+
+
+# ----------------------------------------------------------------------------- issue 13 (B12)
+
+
+@pytest.mark.parametrize("ratios, key", [({"train": 0.8, "validation": 0.1, "test": 0.1}, "validation"),
+                                         ({"train": 0.9, "Val": 0.1}, "Val")])
+def test_unknown_split_names_are_refused(ratios: dict[str, float], key: str) -> None:  # B12, CFG-04
+    """train and evaluate read `val`: a `validation` split would be written and never used."""
+    with pytest.raises(ParamsError, match="split.ratios") as info:
+        validate_ratios(ratios)
+    assert f"unknown split {key!r} (did you mean val?)" in str(info.value)
+    assert "allowed: train, val, test" in str(info.value)
+    with pytest.raises(ParamsError, match=f"unknown split {key!r}"):
+        plan(["a"] * 10, [str(i) for i in range(10)], counts={key: 1, "test": 1})
+
+
+@pytest.mark.parametrize("section", [{"ratios": {"train": 0.8, "validation": 0.1, "test": 0.1}},
+                                     {"counts": {"validation": 2, "test": 2}}])
+def test_unknown_split_names_fail_when_params_load(section: dict) -> None:  # B12: before any manifest is read
+    from datakit.params import parse_params
+
+    with pytest.raises(ParamsError) as info:
+        parse_params({"split": section}, "p.yaml")
+    msg = str(info.value)
+    assert msg.startswith(f"p.yaml: split.{next(iter(section))}: unknown split 'validation' (did you mean val?)")
+    assert "Value error" not in msg
