@@ -9,6 +9,7 @@ DVC's hardlinked cache safe).
 from __future__ import annotations
 
 import errno
+import json
 import os
 import socket
 import tempfile
@@ -126,6 +127,20 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
+def _lock_holder(fd: int) -> str:
+    """`<command> run (pid N on host H)` from a held lock file; older lock files held only
+    `pid N on host H` (shown as a datakit run)."""
+    try:
+        text = os.pread(fd, 1000, 0).decode("utf-8", "replace").strip()
+    except OSError:
+        text = ""
+    try:
+        info = json.loads(text)
+        return f"{info['command']} run (pid {info['pid']} on host {info['host']})"
+    except (ValueError, TypeError, KeyError):
+        return f"datakit run ({text or 'holder unknown'})"
+
+
 @contextmanager
 def folder_lock(folder: Path, what: str = "datakit") -> Iterator[None]:
     """Hold an OS lock on `folder/.datakit/lock` for the duration (CON-01/02/07).
@@ -143,14 +158,8 @@ def folder_lock(folder: Path, what: str = "datakit") -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = ""
-            try:
-                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
-            except OSError:
-                pass
             raise LockedError(
-                f"{folder} is in use by another {what} run ({holder or 'unknown holder'}); "
-                f"wait for it to finish or choose another --out"
+                f"{folder} is in use by another {_lock_holder(fd)}; wait for it to finish or choose another --out"
             ) from None
         except OSError as exc:
             if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
@@ -160,7 +169,8 @@ def folder_lock(folder: Path, what: str = "datakit") -> Iterator[None]:
                 ) from exc
             raise
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}".encode(), 0)
+        # The holder's own command, for the message a second run prints (not the second run's).
+        os.pwrite(fd, json.dumps({"command": what, "pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the flock
