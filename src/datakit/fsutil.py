@@ -142,11 +142,13 @@ def _lock_holder(fd: int) -> str:
 
 
 @contextmanager
-def folder_lock(folder: Path, what: str = "datakit") -> Iterator[None]:
+def folder_lock(folder: Path, what: str = "datakit") -> Iterator[int]:
     """Hold an OS lock on `folder/.datakit/lock` for the duration (CON-01/02/07).
 
     The kernel releases the lock when the holder dies, so a killed run never needs manual
-    cleanup. A second run fails fast, naming the holder's pid and host.
+    cleanup. A second run fails fast, naming the holder's pid and host. The lock belongs to
+    the open descriptor (yielded): processes started with a copy of it (scrape's download
+    workers) hold it until the last of them exits, whichever dies first.
     """
     import fcntl
 
@@ -171,6 +173,6 @@ def folder_lock(folder: Path, what: str = "datakit") -> Iterator[None]:
         os.ftruncate(fd, 0)
         # The holder's own command, for the message a second run prints (not the second run's).
         os.pwrite(fd, json.dumps({"command": what, "pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
-        yield
+        yield fd  # a child process that inherits this descriptor holds the lock too (scrape's workers)
     finally:
         os.close(fd)  # closing the descriptor releases the flock

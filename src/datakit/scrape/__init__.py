@@ -265,7 +265,7 @@ class Scraper:
             try:
                 stats = await download_parallel(todo, workers, fetch=self.p.fetch, user_agent=self.p.user_agent,
                                                 limits=self.limits, store=store, state=self.out / STATE,
-                                                on_settled=settled)
+                                                on_settled=settled, lock_fd=getattr(self, "_lock_fd", None))
             finally:
                 journal.reload()
         else:
@@ -326,7 +326,7 @@ class Scraper:
     # -- the whole run ------------------------------------------------------------------
     def run(self) -> ScrapeResult:
         self.out.mkdir(parents=True, exist_ok=True)
-        with folder_lock(self.out, "datakit scrape"):
+        with folder_lock(self.out, "datakit scrape") as self._lock_fd:
             try:
                 return asyncio.run(self._run())
             except OSError as exc:

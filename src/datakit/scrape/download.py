@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import math
 import multiprocessing as mp
 import os
 import queue
 import signal
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -264,6 +267,70 @@ async def download(work: list[Work], *, fetch: FetchParams, user_agent: str, lim
     return stats
 
 
+class _HeldFd:
+    """A descriptor a spawned process gets a copy of (pickled with `multiprocessing`'s own fd
+    passing): the folder lock's, so that the lock covers the workers (issue 13 B4)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        from multiprocessing import reduction
+
+        return _held_fd, (reduction.DupFd(self.fd),)
+
+
+def _held_fd(dup: Any) -> int:
+    return dup.detach()
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Make this worker process end when the process that started it ends, however it ends
+    (SIGKILL by the OOM killer included; issue 13 B4). Linux: the kernel sends SIGKILL on
+    the parent's death (prctl PR_SET_PDEATHSIG). Everywhere: a thread waits on the pipe whose
+    other end only the parent holds, and ends the process when it closes."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the pipe watch below still applies
+    if os.getppid() != parent_pid:  # the parent was gone before the line above took effect
+        os._exit(1)
+    parent = mp.parent_process()
+    sentinel = getattr(parent, "sentinel", None)
+    if sentinel is None:
+        return
+
+    def watch() -> None:
+        from multiprocessing.connection import wait
+
+        wait([sentinel])
+        os._exit(1)  # the parent's end closed: it is gone; settled results are journaled already
+
+    threading.Thread(target=watch, name="datakit-parent-watch", daemon=True).start()
+
+
+def _worker_boot(parent_pid: int, lock: int | None, target: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """Every download worker starts here. `lock` is its copy of the folder lock's descriptor,
+    never closed: the lock is free again only once the parent and every worker are gone."""
+    _die_with_parent(parent_pid)
+    return target(*args)
+
+
+def start_worker(ctx: Any, target: Callable[..., Any], args: tuple[Any, ...], *, name: str,
+                 lock_fd: int | None = None) -> Any:
+    """Start `target(*args)` in a process of the multiprocessing context `ctx` that dies with
+    this process and, given the folder lock's descriptor `lock_fd`, holds that lock too."""
+    held = _HeldFd(lock_fd) if lock_fd is not None else None
+    proc = ctx.Process(target=_worker_boot, name=name, args=(os.getpid(), held, target, args))
+    proc.start()
+    return proc
+
+
 def _share(total: int, n: int) -> int:
     return max(1, math.floor(total / n))
 
@@ -314,10 +381,12 @@ def _worker_main(index: int, work: list[Work], fetch: FetchParams, user_agent: s
 
 async def download_parallel(work: list[Work], workers: int, *, fetch: FetchParams, user_agent: str,
                             limits: ImageLimits, store: ImageStore, state: Path,
-                            on_settled: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
+                            on_settled: Callable[[int], None] = lambda n: None,
+                            lock_fd: int | None = None) -> dict[str, Any]:
     """`download()` over `workers` shards; caps are divided so their sum stays within
     `fetch.concurrency` and `fetch.per_host`. The shards run as local processes, or as tasks on
-    the Dask cluster when one is configured (`compute.scheduler` / DATAKIT_DASK_SCHEDULER)."""
+    the Dask cluster when one is configured (`compute.scheduler` / DATAKIT_DASK_SCHEDULER).
+    Local worker processes die with this one and hold the folder lock `lock_fd` with it."""
     share = fetch.model_copy(update={
         "concurrency": _share(fetch.concurrency, workers),
         "per_host": _share(fetch.per_host, workers),
@@ -330,14 +399,12 @@ async def download_parallel(work: list[Work], workers: int, *, fetch: FetchParam
     ctx = mp.get_context("spawn")  # never fork a process that runs an event loop
     messages = ctx.Queue()
     shards = [work[i::workers] for i in range(workers)]
+    t0 = time.monotonic()
     procs = [
-        ctx.Process(target=_worker_main, name=f"datakit-download-{i}",
-                    args=(i, shard, share, user_agent, limits, str(store.folder), str(state), store.durable, messages))
+        start_worker(ctx, _worker_main, (i, shard, share, user_agent, limits, str(store.folder), str(state),
+                                         store.durable, messages), name=f"datakit-download-{i}", lock_fd=lock_fd)
         for i, shard in enumerate(shards) if shard
     ]
-    t0 = time.monotonic()
-    for p in procs:
-        p.start()
     totals: dict[str, Any] = {"requests": 0, "retries": 0, "bytes_downloaded": 0, "peak_in_flight": 0}
     fatal: list[str] = []
 
