@@ -7,6 +7,11 @@ Every stage reads pixels through `decode`/`load_image`, and scrape accepts bytes
   SVG, TIFF, EPS, HEIC and the rest are `unsupported_format`, HTML and text `not_an_image`;
 * our own pixel cap checked right after `open()` and before `load()` (Pillow's
   DecompressionBombError is not an OSError, and below 2x its limit Pillow only warns);
+* the decode cost bounded before decoding (issue 13 B1): a progressive JPEG is decoded scan by
+  scan and each scan walks the whole image, so a 90 KB file repeating its last scan 5,000 times
+  costs half a minute of CPU. Scans are counted from the markers and refused (`decode_cost`)
+  above `max_jpeg_scans`, or when width x height x scans exceeds `max_decode_work`; decoding
+  also stops at `decode_deadline_s` (checked between scans, which are fed to libjpeg one by one);
 * a full decode, because `open()` and `verify()` both pass truncated JPEGs;
 * the first frame only of animations;
 * EXIF orientation applied, modes normalised to 8-bit RGB (16-bit scaled, not clipped; alpha
@@ -20,10 +25,13 @@ never touched.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import io
 import os
+import re
 import struct
+import time
 import tempfile
 import zlib
 from dataclasses import dataclass
@@ -79,6 +87,9 @@ class ImageLimits:
     max_aspect: float = 10.0
     formats: tuple[str, ...] = ALLOWED_FORMATS
     jpeg_quality: int = 90
+    max_jpeg_scans: int = 100  # libjpeg writes 10 (colour) or 6 (grey); optimisers a few more
+    max_decode_work: int = 1_000_000_000  # width x height x scans: about 1 s of libjpeg time
+    decode_deadline_s: float = 10.0  # backstop for whatever the estimate lets through
 
 
 @dataclass
@@ -148,15 +159,100 @@ def _has_gps(im: Image.Image) -> bool:
         return False
 
 
+# After a scan's header, the entropy-coded data runs to the next marker: 0xFF followed by
+# anything but a stuffed 0x00, a restart marker (D0-D7) or a fill byte (FF).
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def jpeg_scans(data: bytes) -> list[int]:
+    """Offsets of the scans (SOS markers) of a JPEG, from its marker structure: segments are
+    skipped by their length and entropy-coded data up to the next real marker, so an EXIF
+    thumbnail's markers are not counted. Stops quietly at anything malformed (the decoder
+    reports that) and at the end of the image."""
+    scans: list[int] = []
+    pos, end = 2, len(data)
+    while pos + 4 <= end:
+        if data[pos] != 0xFF:
+            break
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker == 0xD9:  # EOI
+            break
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            pos += 2
+            continue
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker == 0xDA:
+            scans.append(pos)
+            found = _NEXT_MARKER.search(data, pos + 2 + length)
+            if found is None:
+                break
+            pos = found.start()
+            continue
+        pos += 2 + length
+    return scans
+
+
+def decode_work(data: bytes) -> int:
+    """A cheap estimate of what decoding `data` costs, in pixel passes (width x height, times
+    the scans of a JPEG), read from the headers only; 0 when they cannot be read. Callers use it
+    to decide where to decode (download validates costly images off the event loop)."""
+    kind = sniff(data)
+    if kind not in ALLOWED_FORMATS:
+        return 0
+    try:
+        with Image.open(io.BytesIO(data), formats=[kind]) as im:
+            w, h = im.size
+    except _DECODE_ERRORS:
+        return 0
+    return w * h * (max(1, len(jpeg_scans(data))) if kind == "JPEG" else 1)
+
+
+class _DecodeOverdue(Exception):
+    """Raised from inside Pillow's read loop when decoding passes its deadline."""
+
+
+class _PacedBytes(io.BytesIO):
+    """The image bytes as Pillow reads them. Once `arm`ed (just before pixels are decoded),
+    every read stops at the next scan boundary, so libjpeg (which suspends when its input runs
+    out) decodes one scan per read, and a read after the deadline raises `_DecodeOverdue`."""
+
+    def __init__(self, data: bytes, stops: list[int], deadline_s: float) -> None:
+        super().__init__(data)
+        self.stops = stops
+        self.deadline_s = deadline_s
+        self._until: float | None = None
+
+    def arm(self) -> None:
+        self._until = time.monotonic() + self.deadline_s
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self._until is not None:
+            if time.monotonic() > self._until:
+                raise _DecodeOverdue(f"decoding passed its {self.deadline_s:g} s deadline")
+            pos = self.tell()
+            nxt = bisect.bisect_right(self.stops, pos)
+            if nxt < len(self.stops):
+                room = self.stops[nxt] - pos
+                size = room if size is None or size < 0 else min(size, room)
+        return super().read(size)
+
+
 def open_checked(data: bytes, limits: ImageLimits) -> Image.Image:
-    """Open (header only) with the allow-list and our pixel cap; no pixels decoded yet."""
+    """Open (header only) with the allow-list, our pixel cap and the decode-cost bound; no
+    pixels decoded yet."""
     kind = sniff(data)
     if kind is None:
         raise ImageRejected("not_an_image", "no image signature")
     if kind not in limits.formats:
         raise ImageRejected("unsupported_format", kind)
+    scans = jpeg_scans(data) if kind == "JPEG" else []
+    if len(scans) > limits.max_jpeg_scans:
+        raise ImageRejected("decode_cost", f"{len(scans)} JPEG scans > {limits.max_jpeg_scans} (a scan bomb?)")
     try:
-        im = Image.open(io.BytesIO(data), formats=list(limits.formats))
+        im = Image.open(_PacedBytes(data, scans[1:], limits.decode_deadline_s), formats=list(limits.formats))
     except Image.DecompressionBombError as exc:
         raise ImageRejected("too_many_pixels", str(exc)) from exc
     except UnidentifiedImageError as exc:
@@ -166,13 +262,24 @@ def open_checked(data: bytes, limits: ImageLimits) -> Image.Image:
     w, h = im.size
     if w * h > limits.max_decode_pixels:
         raise ImageRejected("too_many_pixels", f"{w}x{h} > {limits.max_decode_pixels} pixels")
+    if w * h * max(1, len(scans)) > limits.max_decode_work:
+        raise ImageRejected(
+            "decode_cost",
+            f"{w}x{h} pixels x {len(scans)} JPEG scans > {limits.max_decode_work} pixel passes",
+        )
     return im
 
 
 def load_pixels(im: Image.Image) -> None:
-    """Decode the first frame completely; truncation and corruption raise here."""
+    """Decode the first frame completely; truncation and corruption raise here, and so does the
+    decode deadline of an image from `open_checked` (`decode_cost`)."""
+    fp = getattr(im, "fp", None)
+    if isinstance(fp, _PacedBytes):
+        fp.arm()
     try:
         im.load()
+    except _DecodeOverdue as exc:
+        raise ImageRejected("decode_cost", str(exc)) from None
     except Image.DecompressionBombError as exc:
         raise ImageRejected("too_many_pixels", str(exc)) from exc
     except OSError as exc:

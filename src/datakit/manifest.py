@@ -111,6 +111,7 @@ REASONS: dict[str, str] = {
     "truncated": "the image is cut off: a full decode failed",
     "decode_error": "the image could not be decoded",
     "too_many_pixels": "width x height above image.max_decode_pixels (decompression bomb)",
+    "decode_cost": "decoding would cost too much: too many JPEG scans, pixels x scans too high, or past the deadline",
     "too_small": "shorter side below image.min_side",
     "aspect": "aspect ratio above image.max_aspect",
     "transform_error": "the image decoded but could not be normalised or downsized",

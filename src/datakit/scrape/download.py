@@ -6,9 +6,11 @@ its share of the global and per-host caps, so the request rate to any one host n
 `fetch.per_host` however many workers run. Every worker appends to its own journal file; the
 parent reads them all.
 
-Small images are validated inline on the event loop (a full decode of a typical web image costs
-well under a millisecond, cheaper than a thread hand-off); large ones go to a thread so a 40 MP
-decode never starves other downloads (NET-15).
+Cheap images are validated inline on the event loop (a full decode of a typical web image costs
+well under a millisecond, cheaper than a thread hand-off); costly ones go to a thread so a 40 MP
+decode never starves other downloads (NET-15). Cost is judged from the headers (pixels x JPEG
+scans, `images.decode_work`), not from the byte size: a 90 KB progressive JPEG can hold seconds
+of decoding (issue 13 B1).
 """
 
 from __future__ import annotations
@@ -35,11 +37,12 @@ from typing import Any
 from datakit import faults
 from datakit.errors import DatakitError, StoreError
 from datakit.fsutil import atomic_write_bytes, atomic_write_text, is_disk_full
-from datakit.images import MIME, ImageLimits, ImageRejected, ImageStore, check_bytes
+from datakit.images import MIME, ImageLimits, ImageRejected, ImageStore, check_bytes, decode_work
 from datakit.params import FetchParams
 from datakit.scrape.fetch import Fetcher, FetchFailed
 
-INLINE_MAX_BYTES = 256 * 1024  # validate on the loop below this; in a thread above
+INLINE_MAX_BYTES = 256 * 1024  # validate on the loop only below this size
+INLINE_MAX_WORK = 2_000_000  # ... and this many pixel passes (a few ms of decoding); else in a thread
 
 
 @dataclass(frozen=True)
@@ -193,7 +196,7 @@ async def download(work: list[Work], *, fetch: FetchParams, user_agent: str, lim
     fatal: list[BaseException] = []
 
     async def validate(data: bytes | None, local_path: str | None) -> dict[str, Any]:
-        if data is not None and len(data) <= INLINE_MAX_BYTES:
+        if data is not None and len(data) <= INLINE_MAX_BYTES and decode_work(data) <= INLINE_MAX_WORK:
             return process_bytes(store, limits, data, None)
         return await loop.run_in_executor(pool, process_bytes, store, limits, data, local_path)
 
