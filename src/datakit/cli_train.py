@@ -41,6 +41,25 @@ def _num(v: Any, digits: int = 4) -> str:
     return "-" if v is None or (isinstance(v, float) and v != v) else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
+def _text(v: Any) -> str:
+    """A table cell: missing values (None, and the NaN pandas stores for them) are empty."""
+    return "" if v is None or (isinstance(v, float) and v != v) else str(v)
+
+
+def predict_table(df: Any, folder: Path, limit: int = 30) -> Table:
+    """The first `limit` predictions; an unreadable file shows its reason in red instead of a label."""
+    from rich.markup import escape
+
+    t = Table(title=escape(f"predict: {len(df)} images in {folder}" + (f" (first {limit})" if len(df) > limit else "")))
+    for col in ("path", "label", "confidence", "top_k"):
+        t.add_column(col, justify="right" if col == "confidence" else "left", overflow="fold")
+    for r in df.head(limit).itertuples(index=False):
+        label = _text(r.label)
+        shown = escape(label) if label else f"[red]{escape(_text(r.error) or 'unreadable')}[/]"
+        t.add_row(escape(_text(r.path)), shown, _num(r.confidence, 3), escape(_text(r.top_k)))
+    return t
+
+
 TRAIN_EPILOG = (
     "Examples:\n\n"
     "  datakit train data/balance --out models/baseline                 (params.yaml `train:`)\n\n"
@@ -238,17 +257,11 @@ def register(app: typer.Typer) -> None:
                 atomic_write_text(out_file, df.to_csv(index=False, lineterminator="\n"))
         except DatakitError as exc:
             raise _fail(exc) from None
-        t = Table(title=f"predict: {len(df)} images in {folder}" + (" (first 30)" if len(df) > 30 else ""))
-        for col in ("path", "label", "confidence", "top_k"):
-            t.add_column(col, justify="right" if col == "confidence" else "left", overflow="fold")
-        for r in df.head(30).itertuples(index=False):
-            t.add_row(r.path, str(r.label) if r.label is not None else f"[red]{r.error}[/]", _num(r.confidence, 3),
-                      r.top_k or "")
-        out.print(t)
+        out.print(predict_table(df, folder))
         counts = df["label"].value_counts().to_dict()
         unreadable = int(df["error"].notna().sum())
         out.print(f"per label: {counts or 'none'}; unreadable: {unreadable}"
                   + (f"\npredictions: {out_file}" if out_file is not None else ""), highlight=False)
 
 
-__all__ = ["register"]
+__all__ = ["predict_table", "register"]

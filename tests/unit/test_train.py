@@ -362,3 +362,16 @@ def test_dist_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORLD_SIZE", "two")
     with pytest.raises(DatakitError, match="WORLD_SIZE"):
         dist_from_env()
+
+
+def test_predict_table_renders_unreadable_rows() -> None:  # issue 13: NotRenderableError on a NaN cell
+    from rich.console import Console
+
+    from datakit.cli_train import predict_table
+
+    df = pd.DataFrame({"path": ["a.png", "[b].jpg"], "label": ["red", None], "confidence": [0.9, float("nan")],
+                       "top_k": ['[["red", 0.9]]', None], "error": [None, "not_an_image"]})
+    console = Console(width=200, record=True)
+    console.print(predict_table(df, Path("photos")))
+    text = console.export_text()
+    assert "[b].jpg" in text and "not_an_image" in text and "nan" not in text.lower() and "red" in text
