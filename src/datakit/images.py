@@ -31,8 +31,8 @@ import io
 import os
 import re
 import struct
-import time
 import tempfile
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path

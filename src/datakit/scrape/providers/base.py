@@ -78,7 +78,7 @@ class ApiResponse:
 
         try:
             return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError):
             raise ProviderError(
                 f"unexpected response from {self.url} (HTTP {self.status}): not JSON: {self.snippet(80)!r}"
             ) from None
