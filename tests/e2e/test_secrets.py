@@ -44,6 +44,8 @@ class HostileApi(ProviderServer):
             app.router.add_get("/samehost" + path, self._same_host)
             app.router.add_get("/echo500" + path, self._echo(500))
             app.router.add_get("/echotext" + path, self._echo(200))
+        app.router.add_get("/headers" + APIS["brave"][0], self._echo_header(self._brave))
+        app.router.add_get("/headers" + APIS["flickr"][0], self._echo_header(self._flickr))
 
     async def _away(self, request: web.Request) -> web.StreamResponse:
         target = self.elsewhere.url(request.path.removeprefix("/redirect")) + "?" + request.query_string
@@ -53,11 +55,20 @@ class HostileApi(ProviderServer):
         raise web.HTTPFound(request.path.removeprefix("/samehost") + "?" + request.query_string)
 
     @staticmethod
+    def _echo_header(inner):  # noqa: ANN001, ANN205
+        async def handler(request: web.Request) -> web.StreamResponse:
+            resp = await inner(request)
+            key = request.headers.get("X-Subscription-Token") or request.query.get("api_key") or ""
+            resp.headers["X-RateLimit-Echo"] = f"quota for {key}"  # kept in the run's report
+            return resp
+        return handler
+
+    @staticmethod
     def _echo(status: int):  # noqa: ANN205
         async def handler(request: web.Request) -> web.StreamResponse:
             key = request.headers.get("X-Subscription-Token") or request.query.get("api_key") or ""
             return web.Response(text=f"upstream failure while checking the key {key} (sorry)", status=status,
-                                content_type="text/plain")
+                                content_type="text/plain", headers={"X-RateLimit-Note": f"for {key}"})
         return handler
 
 
@@ -117,6 +128,16 @@ def test_key_echoed_in_an_error_body_is_not_printed(tmp_path, servers, provider,
     _assert_no_canary(tmp_path, res, elsewhere)
     assert res.returncode == 1, res.stdout + res.stderr
     assert "upstream failure while checking the key ***" in res.stderr, res.stderr  # the body, redacted
+
+
+@pytest.mark.parametrize("provider", sorted(APIS))
+def test_key_echoed_in_a_rate_limit_header_is_not_reported(tmp_path, servers, provider) -> None:  # B3, SEC-08
+    api, elsewhere = servers
+    res = _run(tmp_path, api, provider, "/headers")
+    assert res.returncode == 0, res.stdout + res.stderr
+    _assert_no_canary(tmp_path, res, elsewhere)
+    report = json.loads((tmp_path / "scrape.json").read_text())
+    assert report["rate_limit_headers"]["X-RateLimit-Echo"] == "quota for ***"
 
 
 @pytest.mark.parametrize("provider", sorted(APIS))

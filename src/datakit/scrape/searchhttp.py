@@ -76,11 +76,11 @@ class SearchClient:
         if self._session is not None:
             await self._session.close()
 
-    def _note_limits(self, headers: dict[str, str]) -> None:
+    def _note_limits(self, headers: dict[str, str], secrets: tuple[str, ...] = ()) -> None:
         """Remember rate-limit headers; pause before the next call when a window is empty."""
         for k, v in headers.items():
             if k.lower().startswith("x-ratelimit"):
-                self.rate_limits[k] = v
+                self.rate_limits[k] = redact(v, secrets)  # kept for the run's report
         remaining = headers.get("X-RateLimit-Remaining") or headers.get("x-ratelimit-remaining")
         reset = headers.get("X-RateLimit-Reset") or headers.get("x-ratelimit-reset")
         if remaining and reset:
@@ -118,7 +118,7 @@ class SearchClient:
                     f"search request to {shown} failed after {attempt} attempts: "
                     f"{redact(type(exc).__name__ + ': ' + str(exc), secrets)}"
                 ) from None
-            self._note_limits(hdrs)
+            self._note_limits(hdrs, secrets)
             if self.record is not None and record_as is not None:
                 self.record(record_as, redact(body.decode("utf-8", "replace"), secrets).encode("utf-8"))
             if status in RETRY_STATUS and attempt <= self.retries:
