@@ -426,28 +426,33 @@ async def download_parallel(work: list[Work], workers: int, *, fetch: FetchParam
             elif kind == "fatal":
                 fatal.append(value)
 
-    try:
-        while any(p.is_alive() for p in procs):
-            drain()
-            await asyncio.sleep(0.05)
-    except asyncio.CancelledError:
+    def stop_all() -> None:
         for p in procs:
             if p.is_alive():
                 p.terminate()  # SIGTERM: the worker flushes its journal and exits
         for p in procs:
-            p.join(30)
+            p.join(30)  # one that hangs still dies with this process (_die_with_parent)
         drain()
+
+    try:
+        while any(p.is_alive() for p in procs):
+            drain()
+            if any(p.exitcode not in (None, 0) for p in procs):
+                break  # a worker died (OOM killer, crash) or met a run-level error: stop the rest now
+            await asyncio.sleep(0.05)
+    except asyncio.CancelledError:
+        stop_all()
         raise
-    for p in procs:
-        p.join()
-    drain()
+    stop_all()
     if fatal:
         raise StoreError(fatal[0])
-    dead = [p for p in procs if p.exitcode != 0]
+    dead = [p for p in procs if p.exitcode not in (0, None)]
     if dead:
+        code = dead[0].exitcode or 0
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() else f"exit {code}"
         raise DatakitError(
-            f"{len(dead)} download worker(s) died (exit {dead[0].exitcode}); settled results are kept, "
-            f"re-run the same command to resume"
+            f"download worker {dead[0].name} died ({how}); the other workers were stopped and every settled "
+            f"result is kept: re-run the same command to resume"
         )
     totals["download_seconds"] = round(time.monotonic() - t0, 3)
     totals["workers"] = len(procs)
