@@ -11,7 +11,10 @@ Layout of the output folder::
 Accounting (reliability.md N1): every search result settles exactly once, as a stored image
 or a failure row, so `stored + failures == results`. The journal is appended as results
 settle; a killed run is resumed by running the same command again: settled results are never
-fetched again (RES-01/08), temp files are removed and orphan objects deleted (RES-02).
+fetched again (RES-01/08), and temp files are removed (RES-02). Damaged bookkeeping never costs
+stored data (issue 13 B5): a damaged journal line is skipped and reported, results it named are
+taken back from the manifest and failures tables, and a stored object whose bytes hash to its
+name is always kept; only a file that does not hash to its name is removed.
 """
 
 from __future__ import annotations
