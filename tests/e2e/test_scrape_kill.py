@@ -7,7 +7,6 @@ re-run never starts beside workers of a run whose main process was SIGKILLed (th
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import signal
