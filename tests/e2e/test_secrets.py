@@ -1,9 +1,9 @@
 """The search API key stays with the search API (issue 13: B2, B3, B11; reliability.md SEC-08/09).
 
 A canary key is given to `datakit scrape` (run as a subprocess, as a user runs it) and hostile
-Brave-shaped (key in a header) and Flickr-shaped (key in the query string) endpoints try to get
-it out: a redirect to another host, the key echoed in error bodies, the key written into result
-URLs. The canary must appear nowhere: stdout, stderr, any file under the test folder, any request
+Brave- and Bing-shaped (key in a header) and Flickr-shaped (key in the query string) endpoints
+try to get it out: a redirect to another host, the key echoed in error bodies and headers, the
+key written into result URLs. The canary must appear nowhere: stdout, stderr, any file under the test folder, any request
 that reached the other host (which also plays the image host).
 """
 
@@ -19,10 +19,12 @@ from aiohttp import web
 from tests.e2e.helpers import run_subprocess, write_params
 from tests.fixtures.servers import ProviderServer
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 CANARY = "CANARY-4e1d-key-9b7c"
-APIS = {"brave": ("/res/v1/images/search", "BRAVE_API_KEY"), "flickr": ("/services/rest/", "FLICKR_API_KEY")}
+APIS = {"brave": ("/res/v1/images/search", "BRAVE_API_KEY"), "flickr": ("/services/rest/", "FLICKR_API_KEY"),
+        "bing": ("/v7.0/images/search", "BING_API_KEY")}
+KEYS = {name: CANARY for name in APIS}
 
 
 class HostileApi(ProviderServer):
@@ -34,7 +36,7 @@ class HostileApi(ProviderServer):
     """
 
     def __init__(self, elsewhere: ProviderServer) -> None:
-        super().__init__("127.0.0.1", keys={"brave": CANARY, "flickr": CANARY})
+        super().__init__("127.0.0.1", keys=KEYS)
         self.elsewhere = elsewhere
 
     def _add_routes(self, app: web.Application) -> None:
@@ -46,6 +48,7 @@ class HostileApi(ProviderServer):
             app.router.add_get("/echotext" + path, self._echo(200))
         app.router.add_get("/headers" + APIS["brave"][0], self._echo_header(self._brave))
         app.router.add_get("/headers" + APIS["flickr"][0], self._echo_header(self._flickr))
+        app.router.add_get("/headers" + APIS["bing"][0], self._echo_header(self._bing))
 
     async def _away(self, request: web.Request) -> web.StreamResponse:
         target = self.elsewhere.url(request.path.removeprefix("/redirect")) + "?" + request.query_string
@@ -58,7 +61,7 @@ class HostileApi(ProviderServer):
     def _echo_header(inner):  # noqa: ANN001, ANN205
         async def handler(request: web.Request) -> web.StreamResponse:
             resp = await inner(request)
-            key = request.headers.get("X-Subscription-Token") or request.query.get("api_key") or ""
+            key = _key_sent(request)
             resp.headers["X-RateLimit-Echo"] = f"quota for {key}"  # kept in the run's report
             return resp
         return handler
@@ -66,15 +69,20 @@ class HostileApi(ProviderServer):
     @staticmethod
     def _echo(status: int):  # noqa: ANN205
         async def handler(request: web.Request) -> web.StreamResponse:
-            key = request.headers.get("X-Subscription-Token") or request.query.get("api_key") or ""
+            key = _key_sent(request)
             return web.Response(text=f"upstream failure while checking the key {key} (sorry)", status=status,
                                 content_type="text/plain", headers={"X-RateLimit-Note": f"for {key}"})
         return handler
 
 
+def _key_sent(request: web.Request) -> str:
+    return (request.headers.get("X-Subscription-Token") or request.headers.get("Ocp-Apim-Subscription-Key")
+            or request.query.get("api_key") or "")
+
+
 @pytest.fixture()
 def servers():
-    with ProviderServer("127.0.0.2", keys={"brave": CANARY, "flickr": CANARY}) as elsewhere, \
+    with ProviderServer("127.0.0.2", keys=KEYS) as elsewhere, \
             HostileApi(elsewhere) as api:
         yield api, elsewhere
 
