@@ -242,7 +242,8 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
         if err["type"] == "extra_forbidden":
             parent = key.rpartition(".")[0]
             allowed = f" (allowed: {_allowed_keys(models[parent])})" if parent in models else ""
-            lines.append(f"{key}: unknown key{allowed}")
+            near = closest(key.rpartition(".")[2], models[parent].model_fields) if parent in models else None
+            lines.append(f"{key}: unknown key{f' (did you mean {near}?)' if near else ''}{allowed}")
         else:
             value = err.get("input")
             shown = f" (got {value!r})" if not isinstance(value, (dict, list)) else ""
@@ -259,7 +260,7 @@ def closest(key: str, allowed: Iterable[str]) -> str | None:
     `validation` -> `val`), or None when nothing is near."""
     names = [str(a) for a in allowed]
     low = key.lower()
-    near = difflib.get_close_matches(low, names, n=1, cutoff=0.6)
+    near = difflib.get_close_matches(low, names, n=1, cutoff=0.75)
     if near:
         return near[0]
     prefixes = [n for n in names if low.startswith(n) or n.startswith(low)] if len(low) >= 3 else []
@@ -379,7 +380,9 @@ def parse_section(model: type[BaseModel], data: Any, prefix: str, *, forms: dict
                 continue
             seen.add(key)
             if err["type"] == "extra_forbidden":
-                lines.append(f"{key}: unknown key (allowed: {', '.join(model.model_fields)})")
+                near = closest(str(err["loc"][-1]), model.model_fields) if len(err["loc"]) == 1 else None
+                hint = f" (did you mean {near}?)" if near else ""
+                lines.append(f"{key}: unknown key{hint} (allowed: {', '.join(model.model_fields)})")
                 continue
             value = err.get("input")
             msg = err["msg"].removeprefix("Value error, ")

@@ -115,3 +115,12 @@ def test_non_utf8_params_is_one_line_naming_file_and_offset(tmp_path, raw: bytes
 def test_params_folder_is_a_clear_error(tmp_path) -> None:  # B7's neighbour: a folder where a file is expected
     with pytest.raises(ParamsError, match="cannot read"):
         load_params(tmp_path)
+
+
+def test_nested_unknown_key_suggests_the_closest() -> None:  # CFG-06, B6's neighbour one level down
+    with pytest.raises(ParamsError, match=r"dedup\.treshold: unknown key \(did you mean threshold\?\) \(allowed: "):
+        parse_params({"dedup": {"treshold": 3}})
+    from datakit.colors import parse_colors
+
+    with pytest.raises(ParamsError, match=r"colors\.forground: unknown key \(did you mean foreground\?\)"):
+        parse_colors({"forground": "auto"})
