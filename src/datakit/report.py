@@ -187,7 +187,10 @@ class _Thumbs:
     """Thumbnails as data URIs, cached per path, within one byte budget for the whole page."""
 
     def __init__(self, root: Path, max_bytes: int, size: int = 88) -> None:
+        from datakit.manifest import PathGuard
+
         self.root, self.max_bytes, self.size = root, max_bytes, size
+        self.guard = PathGuard(root)  # a manifest path leading out of the project is never read (SEC-10)
         self.used = 0
         self.count = 0
         self._cache: dict[str, str] = {}
@@ -195,7 +198,7 @@ class _Thumbs:
     def uri(self, rel: Any, fallback: Path | None = None) -> str:
         from datakit.dedup.gallery import _thumb
 
-        if not isinstance(rel, str) or not rel:
+        if not isinstance(rel, str) or not rel or self.guard.escapes(rel):
             return ""
         if rel not in self._cache:
             if self.used >= self.max_bytes:

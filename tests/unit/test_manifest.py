@@ -212,3 +212,19 @@ def test_audit_manifest_reads_no_file_outside_the_root(tmp_path, monkeypatch) ->
     with pytest.raises(ManifestError, match=r"outside the project root .* rows 3, 4, 5, 6, 7 "):
         audit.audit_manifest(df, root)
     assert opened == []
+
+
+def test_report_thumbnails_never_read_a_file_outside_the_root(tmp_path) -> None:  # B9: `datakit report`
+    from datakit.report import _Thumbs
+    from tests.fixtures.images import jpeg
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "images").mkdir(parents=True)
+    outside.mkdir()
+    (root / "images" / "in.jpg").write_bytes(jpeg(seed=1))
+    (outside / "secret.jpg").write_bytes(jpeg(seed=2))
+    (root / "images" / "out.jpg").symlink_to(outside / "secret.jpg")
+    thumbs = _Thumbs(root, 10**6)
+    assert thumbs.uri("images/in.jpg").startswith("data:image/jpeg;base64,")
+    for rel in ("images/out.jpg", "../outside/secret.jpg", str(outside / "secret.jpg")):
+        assert thumbs.uri(rel) == ""
