@@ -1,0 +1,114 @@
+"""The overlay check (`datakit.dedup.verify`): edited copies overlay their original, different
+shots of look-alike scenes do not."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageEnhance, ImageFont
+
+from datakit.dedup import verify as V
+from datakit.images import ImageRejected
+
+
+def _scene(seed: int, objects: int | None = None, size: tuple[int, int] = (360, 270)) -> Image.Image:
+    """A textured photo-like scene: smooth colour field, many blobs (fruit on a shelf), fine
+    noise. `seed` fixes the backdrop; `objects` (default: `seed`) seeds the blobs, so two
+    scenes can share a backdrop and differ in what stands on it (another product, same studio)."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    base = Image.fromarray(rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)).resize(size, Image.Resampling.BICUBIC)
+    noise = rng.normal(0, 6, (h, w, 3))
+    rng = np.random.default_rng(seed if objects is None else objects)
+    draw = ImageDraw.Draw(base)
+    for _ in range(14):
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        r = rng.uniform(15, 45)
+        draw.ellipse((cx - r, cy - r * rng.uniform(0.7, 1.1), cx + r, cy + r), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+        draw.ellipse((cx - r / 3, cy - r / 3, cx, cy), fill=(255, 255, 255))
+    arr = np.asarray(base, dtype=np.float32) + noise
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def _jpeg(im: Image.Image, q: int = 70) -> bytes:
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, "JPEG", quality=q)
+    return buf.getvalue()
+
+
+def _png(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _caption(im: Image.Image) -> Image.Image:
+    out = im.copy()
+    d = ImageDraw.Draw(out)
+    d.rectangle((20, 200, 170, 250), fill=(250, 220, 0))
+    d.text((28, 206), "SALE -30%", fill=(0, 0, 0), font=ImageFont.load_default(size=30))
+    return out
+
+
+def _score(a: bytes, b: bytes) -> float:
+    return V.match(V.thumb_bytes(a), V.thumb_bytes(b)).score
+
+
+EDITS = {
+    "crop_sym": lambda im: _jpeg(im.crop((22, 16, 338, 254)), 40),  # 6 % off each side
+    "crop_one": lambda im: _jpeg(im.crop((50, 0, 360, 235)), 50),  # 14 % off the left, 13 % off the bottom
+    "resize": lambda im: _jpeg(im.resize((216, 162), Image.Resampling.LANCZOS), 90),
+    "jpeg": lambda im: _jpeg(im, 30),
+    "bright": lambda im: _jpeg(ImageEnhance.Brightness(im).enhance(1.2), 90),
+    "caption": lambda im: _jpeg(_caption(im), 85),
+    "png": _png,
+    "crop_and_caption": lambda im: _jpeg(_caption(im).crop((0, 30, 330, 270)), 60),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(EDITS))
+def test_an_edited_copy_overlays_its_original(edit: str) -> None:
+    im = _scene(1)
+    original = _jpeg(im, 92)
+    copy = EDITS[edit](im)
+    assert _score(original, copy) >= V.DEFAULT_THRESHOLD
+    assert _score(copy, original) >= V.DEFAULT_THRESHOLD  # either order
+
+
+@pytest.mark.parametrize("other", [7, 8, 9, "other_scene"])
+def test_look_alike_shots_do_not_overlay(other: int | str) -> None:
+    """The same backdrop with other things on it (another product shot in the same studio, the
+    chained pink-backdrop garments of issue 12), and another scene, stay below the threshold."""
+    a = _jpeg(_scene(1), 92)
+    b = _scene(2) if other == "other_scene" else _scene(1, objects=int(other))
+    assert _score(a, _jpeg(b, 92)) < V.DEFAULT_THRESHOLD
+
+
+def test_the_match_says_which_picture_is_the_crop() -> None:
+    im = _scene(3)
+    full, crop = _jpeg(im, 92), _jpeg(im.crop((30, 20, 330, 250)), 90)
+    m = V.match(V.thumb_bytes(full), V.thumb_bytes(crop))
+    assert m.inner == 0 and 0.8 <= m.scale <= 0.9
+    assert V.match(V.thumb_bytes(crop), V.thumb_bytes(full)).inner == 1
+
+
+def test_score_pairs_keeps_order_and_scores_unreadable_files_minus_one(tmp_path) -> None:
+    im = _scene(4)
+    paths = []
+    for name, data in (("a.jpg", _jpeg(im)), ("b.jpg", EDITS["crop_one"](im)), ("c.jpg", _jpeg(_scene(5))),
+                       ("bad.jpg", b"not an image")):
+        (tmp_path / name).write_bytes(data)
+        paths.append(tmp_path / name)
+    i, j = np.array([2, 0, 0, 1]), np.array([3, 2, 1, 2])
+    s = V.score_pairs(paths, i, j, workers=1)
+    assert s[0] == -1.0  # the unreadable file
+    assert s[2] >= V.DEFAULT_THRESHOLD > max(s[1], s[3])
+
+
+def test_thumbnails_go_through_the_safe_decoder() -> None:
+    with pytest.raises(ImageRejected):
+        V.thumb_bytes(b"")
+    with pytest.raises(ImageRejected):
+        V.thumb_bytes(b"<svg xmlns='http://www.w3.org/2000/svg'/>")
