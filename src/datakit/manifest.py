@@ -263,15 +263,12 @@ def escaping_message(rows: Iterable[int], root: Path) -> str:
 
 @dataclass
 class RowCheck:
-    """What `check_rows` found: one line per problem, and the rows whose id or path is unusable."""
+    """What `check_rows` found: one line per problem, the rows with an empty `image_id`, and the
+    rows whose `path` leaves the project root (never to be opened)."""
 
     problems: list[str] = field(default_factory=list)
     empty_ids: set[int] = field(default_factory=set)
     outside: set[int] = field(default_factory=set)
-
-    @property
-    def unusable(self) -> set[int]:
-        return self.empty_ids | self.outside
 
 
 def check_rows(df: pd.DataFrame, root: Path, *, required: Iterable[str] = CORE_COLUMNS,
