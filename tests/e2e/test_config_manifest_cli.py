@@ -173,7 +173,8 @@ def test_lock_message_names_the_holders_command(tmp_path: Path) -> None:  # B10,
 
 def test_predict_lists_an_unreadable_file_instead_of_crashing(tmp_path: Path) -> None:
     pytest.importorskip("torchvision")
-    from tests.e2e.test_train_cli import TRAIN, _params as train_params
+    from tests.e2e.test_train_cli import TRAIN
+    from tests.e2e.test_train_cli import _params as train_params
     from tests.e2e.test_train_cli import invoke as invoke_train
     from tests.unit.test_train import make_project
 

@@ -9,7 +9,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from datakit.errors import ManifestError
-from datakit.manifest import CORE_COLUMNS, FAILURE_SCHEMA, SCRAPE_SCHEMA, read_manifest, read_table, resolve, write_table
+from datakit.manifest import (
+    CORE_COLUMNS,
+    FAILURE_SCHEMA,
+    SCRAPE_SCHEMA,
+    read_manifest,
+    read_table,
+    resolve,
+    write_table,
+)
 
 
 def _row(i: int, **kw: object) -> dict:
