@@ -434,10 +434,12 @@ async def download_parallel(work: list[Work], workers: int, *, fetch: FetchParam
             p.join(30)  # one that hangs still dies with this process (_die_with_parent)
         drain()
 
+    dead: list[Any] = []
     try:
         while any(p.is_alive() for p in procs):
             drain()
-            if any(p.exitcode not in (None, 0) for p in procs):
+            dead = [p for p in procs if p.exitcode not in (None, 0)]
+            if dead:
                 break  # a worker died (OOM killer, crash) or met a run-level error: stop the rest now
             await asyncio.sleep(0.05)
     except asyncio.CancelledError:
@@ -446,7 +448,7 @@ async def download_parallel(work: list[Work], workers: int, *, fetch: FetchParam
     stop_all()
     if fatal:
         raise StoreError(fatal[0])
-    dead = [p for p in procs if p.exitcode not in (0, None)]
+    dead = dead or [p for p in procs if p.exitcode not in (0, None)]  # the first to die, not those stopped
     if dead:
         code = dead[0].exitcode or 0
         how = f"killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() else f"exit {code}"
