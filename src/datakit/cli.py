@@ -500,14 +500,14 @@ def augment(
         "Examples:\n\n  datakit embed data/augment --out data/embed\n\n"
         "  datakit embed data/scrape --out data/embed-scrape --backbone resnet50\n\n"
         "  datakit embed data/augment --out data/embed --reuse data/embed-scrape   (only new images cost model time)\n\n"
-        "  params.yaml: embed: {backbone: resnet18, pretrained: false}   (offline: random weights, tests only)"
+        "  params.yaml: embed: {backbone: efficientnet_lite0, pretrained: true}   (the default: ImageNet weights offline, extra `weights`)"
     )
 )
 def embed(
     input_dir: Annotated[Path, typer.Argument(metavar="INPUT", help="Any stage folder (manifest.parquet with path).", exists=True)],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder: embeddings.parquet, embed.json, manifest.parquet (the input's), failures.parquet.", file_okay=False)],
     params_file: Annotated[Optional[Path], typer.Option("--params", help="params.yaml to read (default: ./params.yaml if present).")] = None,
-    backbone: Annotated[Optional[str], typer.Option(help="A backbone of the registry (params: embed.backbone): resnet18, resnet50, mobilenet_v3_small, efficientnet_b0, convnext_tiny, vit_b_16, ...")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help="A backbone of the registry (params: embed.backbone): efficientnet_lite0 (default; lite1, lite2), resnet18, resnet50, mobilenet_v3_small, efficientnet_b0, convnext_tiny, vit_b_16, ...")] = None,
     pretrained: Annotated[Optional[bool], typer.Option("--pretrained/--random-weights", help="ImageNet weights, or seeded random weights for offline tests (params: embed.pretrained).")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N (params: embed.device).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Images per forward pass (params: embed.batch_size).")] = None,
@@ -516,11 +516,12 @@ def embed(
 ) -> None:
     """CNN embeddings for every image: a table keyed by image_id, for SMOTE, linear probes and dedup.
 
-    A torchvision backbone with its ImageNet head removed turns each image into one vector
-    (resnet18: 512 floats). Batched, on the GPU when there is one (bf16), resumable (a killed run
-    re-embeds only what is missing) and incremental (vectors of an earlier table with the same
-    backbone, weights and preprocessing are reused). Pretrained weights come from the torch hub
-    cache or download.pytorch.org; offline, set embed.pretrained: false (random weights)."""
+    A backbone with its ImageNet head removed turns each image into one vector (default
+    efficientnet_lite0: 1280 floats, ImageNet weights from the `weights` extra, no network).
+    Batched, on the GPU when there is one (bf16), on the CPU traced and frozen; resumable (a killed
+    run re-embeds only what is missing) and incremental (vectors of an earlier table with the same
+    backbone, weights and preprocessing are reused). Torchvision backbones' weights come from the
+    torch hub cache or download.pytorch.org; embed.pretrained: false gives random weights (tests)."""
     from datakit.dedup import load_input
     from datakit.embed import EMBEDDINGS, parse_embed
     from datakit.embed import run as run_embed

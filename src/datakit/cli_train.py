@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
         params_file: Annotated[Optional[Path], typer.Option("--params", help="params.yaml to read (default: ./params.yaml if present).")] = None,
         report: Annotated[Path, typer.Option(help="Where to write best epoch, val metrics, speed (DVC metrics).")] = Path("reports/train.json"),
         mode: Annotated[Optional[str], typer.Option(help="Override train.mode: finetune or linear_probe (a switch also takes that mode's epochs, batch_size, lr and weight_decay unless given).")] = None,
-        backbone: Annotated[Optional[str], typer.Option(help="Override train.backbone (resnet18, resnet50, mobilenet_v3_small, efficientnet_b0, ...).")] = None,
+        backbone: Annotated[Optional[str], typer.Option(help="Override train.backbone (efficientnet_lite0: ImageNet weights offline; resnet18, resnet50, mobilenet_v3_small, efficientnet_b0, ...; default: finetune resnet18, linear_probe efficientnet_lite0).")] = None,
         epochs: Annotated[Optional[int], typer.Option(help="Override train.epochs.")] = None,
         batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Override train.batch_size.")] = None,
         device: Annotated[Optional[str], typer.Option(help="Override train.device: auto, cpu, cuda, cuda:N.")] = None,
