@@ -4,17 +4,24 @@ The audit trusts nothing the split stage wrote: by default it reads every file a
 computes, per image,
 
 * the sha256 of the bytes (exact copies),
-* the reference 256-bit dhash of the normalised picture (`datakit.dedup.hashing.hash_image`
-  on `datakit.images.decode`, i.e. imagehash's ``dhash(img, 16)``) for near copies, and
+* the 256-bit dhash of the normalised picture as dedup computes it
+  (`datakit.dedup.hashing.hash_bytes`), for near-copy candidates, and
 * an 8x8 ``imagehash.average_hash`` as deepchecks' ``SimilarImageLeakage`` computes it: two
   pictures are similar when fewer than ``ceil(0.1 * 64 / 2) = 4`` bits differ. This second,
   unrelated hash is the oracle of SPL-04; its pairs are reported apart and do not change the
   verdict.
 
+Near copies are found as dedup finds them (`datakit.dedup`): candidate pairs from the dhash
+(within ``radius`` bits) and, when vectors are given (an embed folder, or computed by the CLI),
+from each image's nearest neighbours (what finds re-crops); a candidate counts when one
+picture overlays the other (`datakit.dedup.verify`, the overlay check), so look-alike shots
+of one shelf are not called leaks and re-cropped copies are.
+
 Then it reports
 
 * leaks: pairs of images in two different splits that are byte-identical (``kind="exact"``)
-  or whose dhashes are within ``radius`` bits (``kind="near"``, bytes differ);
+  or near copies as above (``kind="near"``, bytes differ; ``via`` names the signals that
+  nominated the pair, ``match`` its overlay score);
 * label conflicts: pairs (in any splits, the same one included) of identical or near images
   that carry different labels;
 * class counts per split, the deviation ``n_cs / n_c - n_s / n`` of each class's share in
@@ -52,21 +59,22 @@ __all__ = [
     "AuditReport",
     "audit_folder",
     "audit_manifest",
+    "folder_table",
     "audit_records",
     "ahash_bits",
 ]
 
 DEFAULT_RADIUS = 28
-"""dhash radius (of 256 bits) for a cross-split near leak: dedup's default threshold
-(`datakit.dedup.hashing.DEFAULT_RADIUS`), so that what dedup groups and the split keeps together
-is what the audit checks. 10 is too tight: a +-10 % brightness shift alone moves the reference
-dhash of smooth pictures by up to ~20 bits (the average-hash oracle still sees those)."""
+"""dhash radius (of 256 bits) for near-copy candidates: dedup's widest (without vectors), so
+every pair dedup could group is a candidate here too; each candidate must still pass the overlay
+check, so the radius does not trade precision away."""
 AHASH_SIZE = 8
 AHASH_THRESHOLD = 0.1
 """deepchecks' ``similarity_threshold``: similar when fewer than ceil(t * size**2 / 2) bits differ."""
 MAX_LISTED = 1000
 """Pairs listed per kind in the report (the counts are always complete)."""
 
+_LIMITS = ImageLimits()
 _SPLIT_ORDER = ("train", "training", "val", "valid", "validation", "dev", "test", "testing", "holdout")
 _ZERO_PAD = "0" * 48  # a 64-bit average hash padded to the 256-bit format pack_hex reads
 
@@ -91,7 +99,8 @@ class _Print:
 
 
 def _fingerprint(path: str, with_pixels: bool = True) -> _Print | tuple[str, str]:
-    """sha256, reference dhash and average hash of one file, or (reason, detail)."""
+    """sha256, dhash (dedup's fast path, so the audit sees the candidates dedup sees) and
+    average hash of one file, or (reason, detail)."""
     try:
         with open(path, "rb") as fh:
             data = fh.read()
@@ -102,15 +111,15 @@ def _fingerprint(path: str, with_pixels: bool = True) -> _Print | tuple[str, str
     sha = hashlib.sha256(data).hexdigest()
     if not with_pixels:
         return _Print(sha, None, None)
-    try:
-        im = decode(data, ImageLimits())
-    except ImageRejected as exc:
-        return (exc.reason, exc.detail)
     import imagehash
 
-    from datakit.dedup.hashing import hash_image
+    from datakit.dedup.hashing import hash_bytes
 
-    res = hash_image(im)
+    try:
+        res = hash_bytes(data, limits=_LIMITS)  # dedup's own hash: the same candidates dedup sees
+        im = decode(data, _LIMITS)
+    except ImageRejected as exc:
+        return (exc.reason, exc.detail)
     ah = str(imagehash.average_hash(im, hash_size=AHASH_SIZE))
     return _Print(sha, res.dhash, ah, bool(res.low_information))
 
@@ -166,6 +175,11 @@ class AuditReport:
     unreadable: list[dict[str, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     low_information: int = 0
+    signals: list[str] = field(default_factory=lambda: ["dhash"])
+    verified: bool = False
+    match_threshold: float | None = None
+    candidates: int = 0
+    rejected_by_verify: int = 0
 
     @property
     def leaks(self) -> int:
@@ -186,6 +200,9 @@ class AuditReport:
             "settings": {
                 "hashes": self.hashes,
                 "dhash_radius": self.radius,
+                "signals": self.signals,
+                "verified": self.verified,
+                "match_threshold": self.match_threshold,
                 "ahash_size": AHASH_SIZE,
                 "ahash_below_bits": ahash_bits(),
             },
@@ -194,6 +211,8 @@ class AuditReport:
             "ahash_leaks": self.ahash_leaks,
             "ahash_only": self.ahash_only,
             "label_conflicts": self.label_conflicts,
+            "candidates": self.candidates,
+            "rejected_by_verify": self.rejected_by_verify,
             "leaked_images": self.leaked_images,
             "leak_pairs": self.leak_pairs,
             "leak_pairs_listed": len(self.leak_pairs),
@@ -213,13 +232,15 @@ class AuditReport:
         """A few lines for the terminal."""
         lines = [
             f"audit: {self.n_images} images, splits {', '.join(self.splits)}; "
-            f"{self.leaks} cross-split leaks ({self.exact_leaks} exact, {self.near_leaks} near, dhash radius {self.radius})"
+            f"{self.leaks} cross-split leaks ({self.exact_leaks} exact, {self.near_leaks} near: {'+'.join(self.signals)}"
+            + (f", overlay >= {self.match_threshold}" if self.verified else "") + ")"
             f"; max allowed {self.max_leaks}: {'OK' if self.ok else 'FAIL'}",
         ]
         if self.ahash_leaks is not None:
             lines.append(f"  average_hash oracle: {self.ahash_leaks} pairs ({self.ahash_only} not found by sha256/dhash)")
         for p in self.leak_pairs[:10]:
-            lines.append(f"  {p['kind']:5} d={p['distance']:<3} {p['split_a']}:{p['path_a']}  <->  {p['split_b']}:{p['path_b']}")
+            how = f"d={p['distance']:<3}" + (f" overlay={p['match']:.3f}" if p.get("match") is not None else "")
+            lines.append(f"  {p['kind']:5} {how} {p['split_a']}:{p['path_a']}  <->  {p['split_b']}:{p['path_b']}")
         if len(self.leak_pairs) > 10:
             lines.append(f"  ... {self.leaks - 10} more in the report")
         if self.label_conflicts:
@@ -286,14 +307,55 @@ def _sort_key(p: dict[str, Any], order: dict[str, int]) -> tuple[Any, ...]:
     return (order[p["split_a"]], order[p["split_b"]], p["distance"], str(p["a"]), str(p["b"]))
 
 
+def _near_candidates(t: pd.DataFrame, low: np.ndarray, radius: int, embeddings: tuple[list[str], np.ndarray] | None,
+                     neighbours: int, similarity: float) -> tuple[np.ndarray, ...]:
+    """Candidate pairs (i < j, any splits): dhash within `radius`, plus each row's nearest
+    neighbours by cosine when vectors are given. (i, j, via, dhash distance or -1, cosine or nan)."""
+    n = len(t)
+    pairs: dict[tuple[int, int], list[Any]] = {}
+    have_d = np.flatnonzero(t["dhash"].notna().to_numpy() & ~low)
+    if len(have_d) > 1:
+        pi, pj, pd_ = near_pairs(pack_hex(t["dhash"].to_numpy()[have_d]), radius, workers=1)
+        for a, b, dist in zip(have_d[pi].tolist(), have_d[pj].tolist(), pd_.tolist(), strict=True):
+            pairs[(min(a, b), max(a, b))] = [{"dhash"}, int(dist), np.nan]
+    if embeddings is not None and n > 1:
+        from datakit.dedup.vectors import neighbour_pairs
+        from datakit.embed import lookup
+
+        ids, X = embeddings
+        vecs, found = lookup(ids, X, t["image_id"].astype(str))
+        rows = np.flatnonzero(found & ~low)
+        ei, ej, es = neighbour_pairs(vecs[rows], neighbours, similarity)
+        for a, b, cos in zip(rows[ei].tolist(), rows[ej].tolist(), es.tolist(), strict=True):
+            entry = pairs.setdefault((min(a, b), max(a, b)), [set(), -1, np.nan])
+            entry[0].add("embedding")
+            entry[2] = float(cos)
+    keys = sorted(pairs)
+    i = np.array([k[0] for k in keys], dtype=np.int64)
+    j = np.array([k[1] for k in keys], dtype=np.int64)
+    via = np.array(["+".join(sorted(pairs[k][0])) for k in keys], dtype=object)
+    dh = t["dhash"].to_numpy()
+    d = np.array([pairs[k][1] if pairs[k][1] >= 0 else _hamming_hex(dh[k[0]], dh[k[1]]) for k in keys], dtype=np.int64)
+    sim = np.array([pairs[k][2] for k in keys], dtype=np.float32)
+    return i, j, via, d, sim
+
+
+def _hamming_hex(a: Any, b: Any) -> int:
+    return (int(a, 16) ^ int(b, 16)).bit_count() if isinstance(a, str) and isinstance(b, str) else -1
+
+
 def audit_records(table: pd.DataFrame, *, radius: int = DEFAULT_RADIUS, max_leaks: int = 0,
                   hashes: str = "recompute", unreadable: Sequence[dict[str, str]] = (),
-                  skipped: Sequence[str] = ()) -> AuditReport:
+                  skipped: Sequence[str] = (), embeddings: tuple[list[str], np.ndarray] | None = None,
+                  neighbours: int = 5, similarity: float = 0.75, files: Sequence[str] | None = None,
+                  match_threshold: float = 0.97, workers: int = 1) -> AuditReport:
     """Run the checks on a prepared table.
 
     `table` has one row per image: ``image_id``, ``path`` (as shown), ``label``, ``split``,
     ``sha256`` (None: unknown), ``dhash`` (64 hex or None), ``ahash`` (16 hex or None),
-    ``low_information`` (bool).
+    ``low_information`` (bool). `embeddings` (image_ids, vectors) add nearest-neighbour
+    candidates; `files` (the readable file of each row) turn the overlay check on: a candidate
+    pair counts only when one picture overlays the other at `match_threshold`.
     """
     if radius < 0:
         raise ValueError(f"radius must be >= 0, got {radius}")
@@ -307,7 +369,8 @@ def audit_records(table: pd.DataFrame, *, radius: int = DEFAULT_RADIUS, max_leak
     labels = t["label"].to_numpy()
     rep = AuditReport(n_images=len(t), splits=splits, classes=classes, radius=int(radius),
                       max_leaks=int(max_leaks), hashes=hashes, unreadable=list(unreadable),
-                      skipped=list(skipped))
+                      skipped=list(skipped), signals=["dhash"] + (["embedding"] if embeddings is not None else []),
+                      verified=files is not None, match_threshold=match_threshold if files is not None else None)
     low = t["low_information"].fillna(False).astype(bool).to_numpy()
     rep.low_information = int(low.sum())
 
@@ -326,27 +389,31 @@ def audit_records(table: pd.DataFrame, *, radius: int = DEFAULT_RADIUS, max_leak
             conflicts.append(_pair(t, a, b, 0, "exact"))
     rep.exact_leaks = len(leak_pairs)
 
-    # near: dhash within radius, bytes differ
-    have_d = np.flatnonzero(t["dhash"].notna().to_numpy() & ~low)
+    # near: candidates from the dhash (and the vectors), kept when one picture overlays the other
     found: set[tuple[int, int]] = set(exact_set)
-    if len(have_d):
-        i, j, d = _cross_split(t, "dhash", codes, radius, have_d)
-        sha = t["sha256"].to_numpy()
-        for a, b, dist in zip(i.tolist(), j.tolist(), d.tolist(), strict=True):
-            found.add((min(a, b), max(a, b)))
-            if pd.notna(sha[a]) and sha[a] == sha[b]:
-                continue  # already an exact pair
-            leak_pairs.append(_pair(t, a, b, dist, "near"))
-            leaked[t.at[b, "split"]].add(t.at[b, "image_id"])
+    i, j, via, d, sim = _near_candidates(t, low, radius, embeddings, neighbours, similarity)
+    rep.candidates = int(len(i))
+    match = np.full(len(i), np.nan, dtype=np.float32)
+    if files is not None and len(i):
+        from datakit.dedup.verify import score_pairs
+
+        match = score_pairs(files, i, j, workers=workers)
+        ok = match >= match_threshold
+        rep.rejected_by_verify = int((~ok).sum())
+        i, j, via, d, sim, match = i[ok], j[ok], via[ok], d[ok], sim[ok], match[ok]
+    sha = t["sha256"].to_numpy()
+    for a, b, v, dist, cos, m in zip(i.tolist(), j.tolist(), via, d.tolist(), sim.tolist(), match.tolist(), strict=True):
+        if (a, b) in exact_set or (pd.notna(sha[a]) and sha[a] == sha[b]):
+            continue  # already an exact pair
+        found.add((a, b))
+        extra = {"via": v, "similarity": None if np.isnan(cos) else round(cos, 4), "match": None if np.isnan(m) else round(m, 4)}
+        if codes[a] != codes[b]:
+            x, y = (a, b) if codes[a] < codes[b] else (b, a)
+            leak_pairs.append({**_pair(t, x, y, dist, "near"), **extra})
+            leaked[t.at[y, "split"]].add(t.at[y, "image_id"])
             rep.near_leaks += 1
-        # label conflicts among near images, any splits (same split included)
-        pi, pj, pd_ = near_pairs(pack_hex(t["dhash"].to_numpy()[have_d]), radius, workers=1)
-        a_rows, b_rows = have_d[pi], have_d[pj]
-        diff = labels[a_rows] != labels[b_rows]
-        for a, b, dist in zip(a_rows[diff].tolist(), b_rows[diff].tolist(), pd_[diff].tolist(), strict=True):
-            if (min(a, b), max(a, b)) in exact_set:
-                continue
-            conflicts.append(_pair(t, a, b, dist, "near"))
+        if labels[a] != labels[b]:  # label conflicts among near images, any splits (same split included)
+            conflicts.append({**_pair(t, a, b, dist, "near"), **extra})
 
     # the deepchecks-style oracle
     if hashes != "manifest" and "ahash" in t.columns:
@@ -415,7 +482,9 @@ def _fill(t: pd.DataFrame, prints: Sequence[_Print | tuple[str, str]]) -> list[d
 
 
 def audit_manifest(df: pd.DataFrame, root: Path, *, radius: int = DEFAULT_RADIUS, max_leaks: int = 0,
-                   hashes: str = "recompute", workers: int = 1) -> AuditReport:
+                   hashes: str = "recompute", workers: int = 1, embeddings: tuple[list[str], np.ndarray] | None = None,
+                   neighbours: int = 5, similarity: float = 0.75, verify: bool = True,
+                   match_threshold: float = 0.97) -> AuditReport:
     """Audit a split manifest (`image_id`, `path`, `label`, `split`; rows with ``keep == False``
     are left out).
 
@@ -428,6 +497,10 @@ def audit_manifest(df: pd.DataFrame, root: Path, *, radius: int = DEFAULT_RADIUS
             ``"manifest"``: trust the `dhash` column and take `image_id` as the sha256, read no
             file (the average-hash oracle is then skipped).
         workers: processes for reading files (1 = in this process).
+        embeddings: (image_ids, vectors): each image's `neighbours` nearest at cosine >=
+            `similarity` are candidates too (as in dedup).
+        verify: keep a candidate only when one picture overlays the other (needs the files:
+            not with ``hashes="manifest"``).
 
     Rows with no split (null) are left out and counted in `skipped`.
     """
@@ -466,7 +539,10 @@ def audit_manifest(df: pd.DataFrame, root: Path, *, radius: int = DEFAULT_RADIUS
         t = t.drop(columns=[c for c in ("dhash", "low_information") if c in t.columns])
         files = [str(resolve(Path(root), p)) for p in t["path"]]
         bad = _fill(t, _fingerprints(files, workers))
-    return audit_records(t, radius=radius, max_leaks=max_leaks, hashes=hashes, unreadable=bad, skipped=skipped)
+    return audit_records(t, radius=radius, max_leaks=max_leaks, hashes=hashes, unreadable=bad, skipped=skipped,
+                         embeddings=embeddings, neighbours=neighbours, similarity=similarity,
+                         files=files if verify and hashes == "recompute" else None, match_threshold=match_threshold,
+                         workers=workers)
 
 
 def _folder_files(folder: Path) -> tuple[list[tuple[str, str, str]], list[str]]:
@@ -494,14 +570,16 @@ def _folder_files(folder: Path) -> tuple[list[tuple[str, str, str]], list[str]]:
     return rows, stray
 
 
-def audit_folder(folder: Path, *, radius: int = DEFAULT_RADIUS, max_leaks: int = 0,
-                 workers: int = 1) -> AuditReport:
+def audit_folder(folder: Path, *, radius: int = DEFAULT_RADIUS, max_leaks: int = 0, workers: int = 1,
+                 embeddings: tuple[list[str], np.ndarray] | None = None, neighbours: int = 5,
+                 similarity: float = 0.75, verify: bool = True, match_threshold: float = 0.97) -> AuditReport:
     """Audit a layout a user already has: ``folder/<split>/<label>/<image files>``.
 
     Every folder under `folder` is a split, every folder under a split a class; files below a
     class folder (any depth) are its images, hidden files and folders excepted. The image id is
-    the sha256 of the bytes. Files that cannot be read or decoded are listed in `unreadable`
-    and left out of every count; files not inside a class folder are listed in `skipped`.
+    the sha256 of the bytes (so `embeddings` are keyed by it: `folder_table` lists the files
+    to embed). Files that cannot be read or decoded are listed in `unreadable` and left out of
+    every count; files not inside a class folder are listed in `skipped`.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -515,5 +593,23 @@ def audit_folder(folder: Path, *, radius: int = DEFAULT_RADIUS, max_leaks: int =
     good = t["sha256"].notna() & t["dhash"].notna()
     for b in bad:
         b.pop("image_id", None)
-    return audit_records(t[good], radius=radius, max_leaks=max_leaks, hashes="recompute",
-                         unreadable=bad, skipped=stray)
+    kept = t[good].reset_index(drop=True)
+    return audit_records(kept, radius=radius, max_leaks=max_leaks, hashes="recompute",
+                         unreadable=bad, skipped=stray, embeddings=embeddings, neighbours=neighbours,
+                         similarity=similarity, files=[str(folder / p) for p in kept["path"]] if verify else None,
+                         match_threshold=match_threshold, workers=workers)
+
+
+def folder_table(folder: Path) -> pd.DataFrame:
+    """The images of a SPLIT/LABEL folder as a manifest-like table (`image_id` = sha256 of the
+    bytes, `path` relative to `folder`, `label`, `split`): what to embed before `audit_folder`.
+    Unreadable files are left out."""
+    rows, _ = _folder_files(Path(folder))
+    out = []
+    for split, label, rel in rows:
+        try:
+            data = (Path(folder) / rel).read_bytes()
+        except OSError:
+            continue
+        out.append({"image_id": hashlib.sha256(data).hexdigest(), "path": rel, "label": label, "split": split})
+    return pd.DataFrame(out, columns=["image_id", "path", "label", "split"]).drop_duplicates("image_id")

@@ -221,15 +221,21 @@ def dedup_run(
     threshold: Annotated[Optional[int], typer.Option(help="Hamming radius on the 256-bit dhash (params: dedup.threshold).")] = None,
     exact: Annotated[Optional[bool], typer.Option("--exact/--fast", help="Reference hashing (bit for bit imagehash) or the fast path.")] = None,
     against: Annotated[Optional[Path], typer.Option(help="Another dedup output: mark images that duplicate its images (its hashes are reused).", exists=True)] = None,
-    embeddings: Annotated[Optional[Path], typer.Option(help="An embed folder (or embeddings.parquet) for dedup.signals: [dhash, embedding] (default: dedup.embeddings, else INPUT/embeddings.parquet).")] = None,
+    embeddings: Annotated[Optional[Path], typer.Option(help="An embed folder (or embeddings.parquet): its vectors nominate candidate pairs, re-crops included (default: dedup.embeddings, else INPUT/embeddings.parquet when it exists).")] = None,
     report: Annotated[Path, typer.Option(help="Where to write the stage's figures (DVC metrics).")] = Path("reports/dedup.json"),
 ) -> None:
     """Mark duplicates and label conflicts as manifest columns; nothing is deleted.
 
+    Candidate pairs come from dhash and, when INPUT holds datakit embed vectors (run `datakit
+    embed` first: the default pipeline does), from each image's nearest neighbours; a candidate
+    becomes a duplicate only when one picture overlays the other (re-crop, resize, recompression,
+    brightness, a caption), so different shots of look-alike things never chain into one group.
+
     Reads INPUT/manifest.parquet (and INPUT/failures.parquet: the same bytes returned under
     another label count as a conflict). Writes OUT/manifest.parquet with dhash, dup_group, dup_of,
     dup_distance, keep, dedup_reason, label_conflict, conflict_labels, against_dup, and
-    OUT/gallery.html (every conflict, the largest groups) for a person to scan.
+    OUT/gallery.html (every conflict, the largest groups, each link with the signal that found
+    it, its dhash distance, cosine similarity and overlay score) for a person to scan.
     """
     from datakit.dedup import load_input
     from datakit.dedup import run as run_dedup
@@ -248,16 +254,20 @@ def dedup_run(
         out_dir.mkdir(parents=True, exist_ok=True)
         with folder_lock(out_dir, "datakit dedup"):
             vectors = None
-            if "embedding" in p.signals:
+            wanted = p.signals is None or "embedding" in p.signals
+            if wanted:
                 from datakit.embed import EMBEDDINGS, read_embeddings
 
                 source = embeddings or (Path(p.embeddings) if p.embeddings else Path(input_dir) / EMBEDDINGS)
-                ids, X, _ = read_embeddings(source)
-                vectors = (ids, X)
+                # the default uses vectors whenever they exist; naming the signal requires them
+                if p.signals is not None or embeddings or p.embeddings or source.exists():
+                    ids, X, _ = read_embeddings(source)
+                    vectors = (ids, X)
             result = run_dedup(df, p, root=root, input_dir=input_dir if input_dir.is_dir() else None, against=other,
                                embeddings=vectors)
             write_table(result.manifest, out_dir / MANIFEST)
-            write_gallery(result.manifest, root, result.report, out_dir / "gallery.html", largest=p.gallery_groups)
+            write_gallery(result.manifest, root, result.report, out_dir / "gallery.html", largest=p.gallery_groups,
+                          pairs=result.pairs)
     except DatakitError as exc:
         raise _fail(exc) from None
     _write_report(report, result.report)
@@ -272,8 +282,9 @@ def dedup_run(
         f"[bold]{r['images']}[/] images: {r['kept']} kept, {r['removed']} marked keep=False "
         f"({', '.join(f'{k} {v}' for k, v in r['removed_by_reason'].items()) or 'none'}); "
         f"{r['groups']} groups ({r['exact_groups']} exact, {r['near_groups']} near"
-        + (f", {r['pairs_via_embedding']} pairs only the embedding found" if r.get("embedding_similarity") else "") + "), "
-        f"{r['conflict_groups']} label-conflict groups, {r['low_information']} low-information; "
+        + (f", {r['pairs_only_embedding']} pairs only the embedding found" if r.get("embedding_similarity") else "") + "), "
+        + (f"{r['candidates']} candidate pairs, {r['rejected_by_verify']} rejected by the overlay check; " if r.get("verify") else "")
+        + f"{r['conflict_groups']} label-conflict groups, {r['low_information']} low-information; "
         f"hashed {r['images_per_s']} img/s\n"
         f"manifest: {out_dir / MANIFEST}   gallery: {out_dir / 'gallery.html'}"
     )
@@ -396,6 +407,31 @@ def export(
         out.print(line, highlight=False)
 
 
+def _audit_vectors(setting: str, table: Any, root: Path, params: Any) -> tuple[list[str], Any] | None:
+    """The vectors `audit.embeddings` asks for: read from an embed folder, computed for the
+    audited images (into a temporary folder, with the `embed:` settings), or none."""
+    import tempfile
+
+    from datakit.embed import parse_embed, read_embeddings
+    from datakit.embed import run as run_embed
+
+    if setting == "none":
+        return None
+    if setting not in ("auto", "compute"):
+        ids, X, _ = read_embeddings(Path(setting))
+        return ids, X
+    try:
+        with tempfile.TemporaryDirectory(prefix="datakit-audit-embed-") as tmp:
+            run_embed(table, parse_embed(params.embed), root=root, out_dir=Path(tmp))
+            ids, X, _ = read_embeddings(Path(tmp))
+    except (ImportError, DatakitError) as exc:
+        if setting == "compute":
+            raise DatakitError(f"audit.embeddings: compute: {exc}") from None
+        err.print(f"audit: no embedding signal ({exc}); near copies from the dhash only")
+        return None
+    return ids, X
+
+
 @app.command(
     epilog=(
         "Examples:\n\n  datakit audit data/split                      (a split manifest)\n\n"
@@ -409,29 +445,36 @@ def audit(
     radius: Annotated[Optional[int], typer.Option(help="dhash radius for near-duplicate leaks (params: audit.radius).")] = None,
     max_leaks: Annotated[Optional[int], typer.Option(help="Exit 1 above this many cross-split leaks (params: audit.max_leaks, default 0).")] = None,
     trust_hashes: Annotated[bool, typer.Option("--trust-hashes", help="Reuse the manifest's dhash/image_id instead of re-reading every file.")] = False,
+    embeddings: Annotated[Optional[str], typer.Option(help="Vectors that nominate candidate pairs (they find re-crops): an embed folder, 'compute' (embed the audited images here), 'auto' (compute when the model can be built) or 'none' (params: audit.embeddings).")] = None,
     report: Annotated[Path, typer.Option(help="Where to write the audit (DVC metrics).")] = Path("reports/audit.json"),
 ) -> None:
     """Re-check a split independently for leaks and balance; exit 1 above audit.max_leaks.
 
-    Exact (sha256) and near (dhash, plus a deepchecks-style average_hash oracle) pairs across
-    splits, label conflicts, per-class counts per split, class proportion deviation, classes
-    missing from a split. Works on a split manifest or on SPLIT/LABEL/ folders you already have,
-    and can gate a DVC pipeline."""
-    from datakit.audit import audit_folder, audit_manifest
+    Exact (sha256) and near copies across splits, found as dedup finds them: candidates from the
+    dhash and each image's nearest neighbours by embedding, kept when one picture overlays the
+    other (plus a deepchecks-style average_hash oracle, reported apart); label conflicts,
+    per-class counts per split, class proportion deviation, classes missing from a split.
+    Works on a split manifest or on SPLIT/LABEL/ folders you already have, and can gate a DVC
+    pipeline."""
+    from datakit.audit import audit_folder, audit_manifest, folder_table
     from datakit.manifest import MANIFEST, find_project_root, read_manifest
     from datakit.params import load_params, override
 
     try:
-        p = override(load_params(params_file).audit, "audit", radius=radius, max_leaks=max_leaks)
+        params = load_params(params_file)
+        p = override(params.audit, "audit", radius=radius, max_leaks=max_leaks, embeddings=embeddings)
         manifest_path = target / MANIFEST if target.is_dir() else target
+        knobs = {"radius": p.radius, "max_leaks": p.max_leaks, "neighbours": p.neighbours, "similarity": p.similarity,
+                 "verify": p.verify, "match_threshold": p.match_threshold}
         if manifest_path.is_file():
             root = find_project_root(manifest_path.parent)
             df = read_manifest(manifest_path, required=("image_id", "path", "label", "split"), root=root,
                                check_files=not trust_hashes)
-            rep = audit_manifest(df, root, radius=p.radius, max_leaks=p.max_leaks,
-                                 hashes="manifest" if trust_hashes else "recompute")
+            vectors = _audit_vectors(p.embeddings, df, root, params)
+            rep = audit_manifest(df, root, hashes="manifest" if trust_hashes else "recompute", embeddings=vectors, **knobs)
         else:
-            rep = audit_folder(target, radius=p.radius, max_leaks=p.max_leaks)
+            vectors = _audit_vectors(p.embeddings, folder_table(target), target, params)
+            rep = audit_folder(target, embeddings=vectors, **knobs)
     except (DatakitError, ValueError) as exc:
         raise _fail(exc) from None
     _write_report(report, rep.to_json())

@@ -136,17 +136,25 @@ class DedupParams(_Model):
     """`dedup:` in params.yaml: how near is a duplicate, which copy survives, what to do with
     groups whose members carry different labels."""
 
-    threshold: int = Field(28, ge=0, le=64, description="Hamming radius on the 256-bit dhash (full image)")
+    threshold: int | None = Field(
+        None, ge=0, le=64,
+        description="Hamming radius on the 256-bit dhash (full image) for candidate pairs; default 16 with the embedding signal, 28 without")
     crop_threshold: int = Field(24, ge=0, le=64, description="radius between a full hash and another image's crop hashes")
-    crops: bool = Field(True, description="also match re-cropped copies through central-crop hashes")
+    crops: bool | None = Field(
+        None, description="match full hashes against crop hashes (true), never compute crop hashes (false); "
+                          "default: computed, and joined only when the embedding signal is off (it finds re-crops)")
     exact: bool = Field(False, description="hash exactly as imagehash.dhash(img, 16) (slower reference path)")
     keep: Literal["largest", "first", "best_quality"] = "largest"
     conflicts: Literal["drop_group", "keep_majority", "keep_all"] = "drop_group"
-    signals: list[Literal["dhash", "embedding"]] = Field(
-        default_factory=lambda: ["dhash"], description="dhash, and embedding (cosine similarity of datakit embed vectors: catches re-crops)"
+    signals: list[Literal["dhash", "embedding"]] | None = Field(
+        None, description="candidate signals; default: dhash, plus embedding whenever an embeddings table exists "
+                          "(cosine neighbours of datakit embed vectors: they find re-crops)"
     )
-    embedding_similarity: float = Field(0.92, gt=0.0, le=1.0, description="cosine similarity at or above which two embeddings are near-duplicates")
+    embedding_similarity: float = Field(0.75, gt=0.0, le=1.0, description="cosine similarity at or above which a neighbour is a candidate pair")
+    embedding_neighbours: int = Field(5, ge=1, le=100, description="nearest neighbours per image considered by the embedding signal")
     embeddings: str | None = Field(None, description="an embed folder or embeddings.parquet (default: INPUT/embeddings.parquet)")
+    verify: bool = Field(True, description="accept a candidate pair only when one picture overlays the other (pixel alignment, datakit.dedup.verify)")
+    match_threshold: float = Field(0.97, ge=-1.0, le=1.0, description="overlay score at or above which a candidate pair is a near-duplicate")
     workers: int = Field(0, ge=0, le=64, description="hashing processes; 0 = one per core")
     gallery_groups: int = Field(40, ge=0, le=10_000, description="largest groups shown in the HTML gallery")
 
@@ -175,8 +183,16 @@ class SplitParams(_Model):
 class AuditParams(_Model):
     """`audit:` in params.yaml: the independent leak check that can gate a pipeline."""
 
-    radius: int = Field(22, ge=0, le=64, description="dhash radius for cross-split leaks: below dedup.threshold by the fast hash's noise, so only clear copies count")
+    radius: int = Field(28, ge=0, le=64, description="dhash radius for candidate pairs (every candidate must pass the overlay check)")
     max_leaks: int = Field(0, ge=0, description="exit non-zero above this many cross-split leaks")
+    embeddings: str = Field(
+        "auto", description="vectors that nominate candidates (they find re-crops): an embed folder or embeddings.parquet; "
+                            "'compute': embed the audited images here (embed: settings); 'auto': compute when the model "
+                            "can be built, else dhash only; 'none'")
+    neighbours: int = Field(5, ge=1, le=100, description="nearest neighbours per image considered by the embedding signal")
+    similarity: float = Field(0.75, gt=0.0, le=1.0, description="cosine similarity at or above which a neighbour is a candidate")
+    verify: bool = Field(True, description="count a candidate only when one picture overlays the other (as dedup)")
+    match_threshold: float = Field(0.97, ge=-1.0, le=1.0, description="overlay score at or above which a pair is a copy")
 
 
 class Params(_Model):

@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 DEMO = REPO / "pipelines" / "demo"
 BIN = Path(sys.executable).parent
-STAGES = ["scrape", "dedup", "split", "audit", "augment", "embed", "balance", "train", "evaluate", "report"]
+STAGES = ["scrape", "embed", "dedup", "split", "audit", "augment", "embed_augment", "balance", "train", "evaluate", "report"]
 BUCKET = "datakit-e2e"
 UP_TO_DATE = "Data and pipelines are up to date."
 
@@ -324,9 +324,9 @@ def test_grid_through_the_dvc_queue(project: Project) -> None:
 
     # a new lr re-runs train/evaluate/report only; the data stages come from the cache
     log = project.dvc("queue", "logs", found[0.01]["name"]).stdout
-    for stage in STAGES[:7]:
+    for stage in STAGES[:8]:
         assert f"Running stage '{stage}'" not in log, f"{stage} re-ran for a train.lr change"
-    for stage in STAGES[7:]:
+    for stage in STAGES[8:]:
         assert f"Running stage '{stage}'" in log, log[-3000:]
     # the baseline's own lr re-runs nothing
     log = project.dvc("queue", "logs", found[0.003]["name"]).stdout
@@ -402,20 +402,21 @@ def test_push_pull_s3_on_loopback(project: Project, s3_endpoint: str, tmp_path_f
 
 def test_audit_gate_stops_repro_on_leaks(project: Project, local_remote: Path,
                                           tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Switch near-duplicate detection off: the synthetic provider's near-copies are then split
-    apart, `datakit audit` exits 1 and `dvc repro` stops before augment."""
+    """Switch near-duplicate detection off (dhash at radius 0, no vectors): the synthetic
+    provider's near-copies are then split apart, `datakit audit` (dhash and vectors, overlay
+    check) exits 1 and `dvc repro` stops before augment."""
     clone = project.clone(tmp_path_factory.mktemp("clone-gate") / "p")
     clone.dvc("pull", "-r", "local")
     before = clone.lock()["stages"]
 
     params = yaml.safe_load((clone.root / "params.yaml").read_text())
-    params["dedup"].update(threshold=0, crops=False)
+    params["dedup"].update(threshold=0, crops=False, signals=["dhash"])
     (clone.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     proc = clone.dvc("repro", check=False)
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0, text
     assert "Running stage 'audit'" in text and "failed to reproduce 'audit'" in text, text
-    for stage in STAGES[4:]:
+    for stage in STAGES[5:]:
         assert f"Running stage '{stage}'" not in text, f"{stage} ran past a failed audit"
 
     audit = json.loads((clone.root / "reports" / "audit.json").read_text())
@@ -423,4 +424,4 @@ def test_audit_gate_stops_repro_on_leaks(project: Project, local_remote: Path,
     after = clone.lock()["stages"]
     assert after["split"] != before["split"]  # the new split was locked...
     assert after["audit"] == before["audit"]  # ...the failed audit was not
-    assert all(after[s] == before[s] for s in STAGES[4:])
+    assert all(after[s] == before[s] for s in STAGES[5:])

@@ -11,25 +11,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
 from datakit.dedup import verify as V
 from datakit.images import ImageRejected
-
-
-def _scene(seed: int, objects: int | None = None, size: tuple[int, int] = (360, 270)) -> Image.Image:
-    """A textured photo-like scene: smooth colour field, many blobs (fruit on a shelf), fine
-    noise. `seed` fixes the backdrop; `objects` (default: `seed`) seeds the blobs, so two
-    scenes can share a backdrop and differ in what stands on it (another product, same studio)."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    base = Image.fromarray(rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)).resize(size, Image.Resampling.BICUBIC)
-    noise = rng.normal(0, 6, (h, w, 3))
-    rng = np.random.default_rng(seed if objects is None else objects)
-    draw = ImageDraw.Draw(base)
-    for _ in range(14):
-        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
-        r = rng.uniform(15, 45)
-        draw.ellipse((cx - r, cy - r * rng.uniform(0.7, 1.1), cx + r, cy + r), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
-        draw.ellipse((cx - r / 3, cy - r / 3, cx, cy), fill=(255, 255, 255))
-    arr = np.asarray(base, dtype=np.float32) + noise
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+from tests.fixtures.images import shelf_scene as _scene
 
 
 def _jpeg(im: Image.Image, q: int = 70) -> bytes:

@@ -186,36 +186,45 @@ def test_cosine_pairs_match_brute_force() -> None:
 
 
 def test_dedup_embedding_signal_links_what_dhash_misses(tmp_path: Path) -> None:
+    """A re-crop of 14 % moves the dhash far past the radius: only the vectors nominate the pair,
+    and the overlay check accepts it. Two different pictures with near-identical vectors (look-
+    alike shots) are nominated too, and rejected."""
     import io
-
-    from PIL import Image
 
     from datakit.dedup.stage import run as dedup
     from datakit.params import DedupParams
+    from tests.fixtures.images import shelf_scene
 
-    store = ImageStore(tmp_path / "data" / "blocks")
+    store = ImageStore(tmp_path / "data" / "shelf")
     rows = []
-    for i in range(6):  # unrelated block patterns: ~128 of 256 dhash bits apart
-        blocks = np.random.default_rng(100 + i).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    pictures = [shelf_scene(10 + i) for i in range(5)]
+    pictures.append(pictures[1].crop((50, 0, 360, 235)))  # row 5: a re-crop of row 1
+    for i, im in enumerate(pictures):
         buf = io.BytesIO()
-        Image.fromarray(blocks).resize((64, 48), Image.Resampling.NEAREST).save(buf, "PNG")
-        image_id, rel = store.put(buf.getvalue(), "png")
+        im.save(buf, "JPEG", quality=60)
+        image_id, rel = store.put(buf.getvalue(), "jpg")
         rows.append({"image_id": image_id, "path": relpath(tmp_path, store.folder / rel), "label": "a",
-                     "width": 64, "height": 48, "bytes": 1000 + i})
+                     "width": im.width, "height": im.height, "bytes": 1000 + i})
     df = pd.DataFrame(rows)
     rng = np.random.default_rng(1)
     X = rng.normal(0, 1, (6, 8)).astype(np.float32)
-    X[4] = X[1] + 0.01  # "a re-crop": near-identical vectors, unrelated dhash
+    X[5] = X[1] + 0.01  # the re-crop's vector: next to its original's
+    X[3] = X[2] + 0.02  # a look-alike shot: near-identical vector, another picture
     ids = df["image_id"].tolist()
     plain = dedup(df, DedupParams(), root=tmp_path)
-    assert plain.report["groups"] == 0
-    both = dedup(df, DedupParams(signals=["dhash", "embedding"]), root=tmp_path, embeddings=(ids, X))
+    assert plain.report["groups"] == 0 and plain.report["signals"] == ["dhash"]
+    both = dedup(df, DedupParams(), root=tmp_path, embeddings=(ids, X))  # the default uses the vectors
     m = both.manifest
-    assert both.report["pairs_via_embedding"] == 1 and both.report["groups"] == 1
-    assert m.at[1, "dup_group"] == m.at[4, "dup_group"] and m[["keep"]].sum().item() == 5
+    assert both.report["signals"] == ["dhash", "embedding"] and both.report["groups"] == 1
+    assert both.report["candidates_by_signal"]["embedding"] == 2 and both.report["rejected_by_verify"] == 1
+    assert m.at[1, "dup_group"] == m.at[5, "dup_group"] != m.at[2, "dup_group"] != m.at[3, "dup_group"]
+    assert m["keep"].sum() == 5
     dropped = m[~m["keep"]].iloc[0]
-    assert dropped["dup_distance"] > 28  # the pair is far apart in dhash: only the embedding found it
+    assert dropped["dup_distance"] > 28  # far apart in dhash: only the embedding found it
     assert list(both.pairs["via"]) == ["embedding"] and both.pairs["similarity"].iat[0] > 0.99
+    assert both.pairs["match"].iat[0] >= 0.97
+    unverified = dedup(df, DedupParams(verify=False), root=tmp_path, embeddings=(ids, X))
+    assert unverified.report["groups"] == 2  # without the overlay check the look-alikes merge
     with pytest.raises(ParamsError, match=r"dedup\.signals: 'embedding' needs an embeddings table"):
         dedup(df, DedupParams(signals=["dhash", "embedding"]), root=tmp_path)
     with pytest.raises(ManifestError, match="have no vector"):

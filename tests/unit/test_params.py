@@ -129,4 +129,4 @@ def test_nested_unknown_key_suggests_the_closest() -> None:  # CFG-06, B6's neig
 def test_a_section_that_is_not_a_mapping_names_itself_and_an_empty_one_means_defaults() -> None:
     with pytest.raises(ParamsError, match=r"^p\.yaml: colors: expected a mapping of keys \(got 'auto'\)$"):
         parse_params({"colors": "auto"}, "p.yaml")
-    assert parse_params({"train": None, "dedup": None}).dedup.threshold == 28
+    assert parse_params({"train": None, "dedup": None}).dedup.crop_threshold == 24

@@ -82,73 +82,149 @@ def hash_manifest(df: pd.DataFrame, root: Path, params: DedupParams) -> tuple[li
             errors.append(res.reason)
         else:
             dh.append(res.dhash)
-            crops.append(list(res.crops) if params.crops else [])
+            crops.append(list(res.crops) if params.crops is not False else [])
             low.append(bool(res.low_information))
             errors.append(None)
     return dh, crops, low, errors
 
 
-def candidate_edges(dh: list[str | None], crops: list[list[str]], low: list[bool], params: DedupParams
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Edges (i, j, distance, via_crop) between rows that are near-duplicates.
+@dataclass(frozen=True)
+class Plan:
+    """What the defaults resolve to for one run."""
 
-    Full hashes match within `threshold` (a self-join); a full hash matches another image's
-    crop hashes within `crop_threshold` (a join of full hashes against all crop hashes; crop
-    against crop is never compared). Low-information and unhashable rows take part in no edge.
-    """
+    signals: tuple[str, ...]
+    radius: int  # dhash radius for candidates
+    crop_join: bool  # full hashes against crop hashes
+    verify: bool
+    match_threshold: float
+
+
+def plan(params: DedupParams, have_embeddings: bool) -> Plan:
+    """Resolve the automatic defaults: the embedding signal whenever vectors exist; with it the
+    dhash radius is 16 and the crop join is off (the vectors nominate re-crops), without it 28
+    and on."""
+    signals = tuple(params.signals) if params.signals is not None else (("dhash", "embedding") if have_embeddings else ("dhash",))
+    if not signals:
+        raise ParamsError("dedup.signals: name at least one signal (dhash, embedding), or leave it out for the default")
+    if "embedding" in signals and not have_embeddings:
+        raise ParamsError(
+            "dedup.signals: 'embedding' needs an embeddings table: run `datakit embed INPUT --out DIR` and pass "
+            "--embeddings DIR (or set dedup.embeddings), or use signals: [dhash]"
+        )
+    with_vectors = "embedding" in signals
+    radius = params.threshold if params.threshold is not None else (16 if with_vectors else 28)
+    crop_join = params.crops if params.crops is not None else not with_vectors
+    return Plan(signals, radius, bool(crop_join) and "dhash" in signals, params.verify, params.match_threshold)
+
+
+VIA_FULL, VIA_CROP, VIA_EMBEDDING = 1, 2, 4
+
+
+def via_names(bits: int) -> str:
+    """'full+embedding' for the signals that nominated a pair."""
+    return "+".join(name for bit, name in ((VIA_FULL, "full"), (VIA_CROP, "crop"), (VIA_EMBEDDING, "embedding")) if bits & bit)
+
+
+def hash_candidates(dh: list[str | None], crops: list[list[str]], low: list[bool], radius: int, crop_radius: int,
+                    crop_join: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (i, j, via bit) the hashes nominate: full hashes within `radius` of each other (a
+    self-join), and with `crop_join` a full hash within `crop_radius` of another image's crop
+    hashes (crop against crop is never compared). Low-information and unhashable rows take part
+    in none."""
     from datakit.dedup.index import cross_pairs, near_pairs, pack_hex
 
     rows = [r for r, h in enumerate(dh) if h is not None and not low[r]]
     empty = np.array([], dtype=np.int64)
     if len(rows) < 2:
-        return empty, empty, empty, np.array([], dtype=bool)
+        return empty, empty, empty
     own = np.array(rows, dtype=np.int64)
     full = pack_hex([dh[r] for r in rows])  # type: ignore[misc]
-    fi, fj, fd = near_pairs(full, params.threshold)
-    parts_a, parts_b, parts_d, parts_v = [own[fi]], [own[fj]], [fd.astype(np.int64)], [np.zeros(len(fi), dtype=bool)]
-    if params.crops:
+    fi, fj, _ = near_pairs(full, radius)
+    parts_a, parts_b, parts_v = [own[fi]], [own[fj]], [np.full(len(fi), VIA_FULL, dtype=np.int64)]
+    if crop_join:
         crop_owner = [r for r in rows for _ in crops[r]]
         crop_hex = [c for r in rows for c in crops[r]]
         if crop_hex:
-            ci, cj, cd = cross_pairs(full, pack_hex(crop_hex), params.crop_threshold)
+            ci, cj, _ = cross_pairs(full, pack_hex(crop_hex), crop_radius)
             a, b = own[ci], np.array(crop_owner, dtype=np.int64)[cj]
             keep = a != b
             parts_a.append(a[keep])
             parts_b.append(b[keep])
-            parts_d.append(cd[keep].astype(np.int64))
-            parts_v.append(np.ones(int(keep.sum()), dtype=bool))
-    a, b = np.concatenate(parts_a), np.concatenate(parts_b)
-    d, via = np.concatenate(parts_d), np.concatenate(parts_v)
+            parts_v.append(np.full(int(keep.sum()), VIA_CROP, dtype=np.int64))
+    return np.concatenate(parts_a), np.concatenate(parts_b), np.concatenate(parts_v)
+
+
+def embedding_candidates(df: pd.DataFrame, errors: list[str | None], low: list[bool],
+                         embeddings: tuple[list[str], np.ndarray], params: DedupParams
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's `embedding_neighbours` most similar rows at cosine >= `embedding_similarity`:
+    (i, j, via bit, vectors of every row). Rows without a vector, unreadable rows and
+    low-information rows take part in none."""
+    from datakit.dedup.vectors import neighbour_pairs
+    from datakit.embed import lookup
+
+    ids, X = embeddings
+    vecs, found = lookup(ids, X, df["image_id"].astype(str))
+    missing = int((~found & np.array([e is None for e in errors])).sum())
+    if missing:
+        gone = [iid for iid, f, e in zip(df["image_id"], found, errors, strict=True) if not f and e is None]
+        raise ManifestError(
+            f"dedup.signals embedding: {missing} image(s) have no vector in the embeddings table "
+            f"(e.g. {', '.join(map(str, gone[:3]))}): run `datakit embed` on this manifest"
+        )
+    rows = np.array([r for r in range(len(df)) if found[r] and errors[r] is None and not low[r]], dtype=np.int64)
+    ei, ej, _ = neighbour_pairs(vecs[rows], params.embedding_neighbours, params.embedding_similarity)
+    return rows[ei], rows[ej], np.full(len(ei), VIA_EMBEDDING, dtype=np.int64), vecs
+
+
+def merge_candidates(a: np.ndarray, b: np.ndarray, via: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One row per unordered pair (lo < hi), its via bits OR-ed together, sorted by (lo, hi)."""
     lo, hi = np.minimum(a, b), np.maximum(a, b)
-    # one edge per row pair: the smallest distance (full-image match preferred on ties)
-    order = np.lexsort((via, d, hi, lo))
-    lo, hi, d, via = lo[order], hi[order], d[order], via[order]
-    first = np.ones(len(lo), dtype=bool)
-    first[1:] = (lo[1:] != lo[:-1]) | (hi[1:] != hi[:-1])
-    return lo[first], hi[first], d[first], via[first]
+    if not len(lo):
+        return lo, hi, via
+    order = np.lexsort((hi, lo))
+    lo, hi, via = lo[order], hi[order], via[order]
+    start = np.ones(len(lo), dtype=bool)
+    start[1:] = (lo[1:] != lo[:-1]) | (hi[1:] != hi[:-1])
+    bits = np.bitwise_or.reduceat(via, np.nonzero(start)[0])
+    return lo[start], hi[start], bits
+
+
+def _pair_distances(dh: list[str | None], i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    return np.array([_hamming(dh[a], dh[b]) for a, b in zip(i.tolist(), j.tolist(), strict=True)], dtype=np.int64)
+
+
+def _pair_similarities(vecs: np.ndarray | None, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    if vecs is None or not len(i):
+        return np.full(len(i), np.nan, dtype=np.float32)
+    norms = np.linalg.norm(vecs, axis=1)
+    norms[norms == 0] = 1.0
+    return (np.einsum("ij,ij->i", vecs[i], vecs[j]) / (norms[i] * norms[j])).astype(np.float32)
 
 
 def run(df: pd.DataFrame, params: DedupParams, *, root: Path, input_dir: Path | None = None,
         against: pd.DataFrame | None = None, hashes: tuple[Any, ...] | None = None,
-        embeddings: tuple[list[str], np.ndarray] | None = None) -> DedupResult:
+        embeddings: tuple[list[str], np.ndarray] | None = None, match_scores: Any = None) -> DedupResult:
     """The dedup stage over a manifest (`root`: what `path`s are relative to).
+
+    Candidate pairs come from the signals (`plan`): dhash (full hashes within the radius; with
+    the crop join also full-vs-crop hashes) and embedding neighbours. With `verify` (default)
+    a candidate becomes an edge only when one picture overlays the other
+    (`datakit.dedup.verify`, score >= `match_threshold`), so look-alike shots never chain into
+    one group; groups are the connected components of the edges.
 
     Args:
         against: another dataset's dedup manifest (its `dhash` column is used as is): rows of
-            `df` within `threshold` of one of its images are marked `keep=False`,
+            `df` within the dhash radius of one of its images are marked `keep=False`,
             `dedup_reason="in_against"`, `against_dup=<its image_id>`.
         hashes: precomputed (dhash, crops, low, errors), for tests and re-use.
-        embeddings: (image_ids, vectors) from `datakit embed`, used when `signals` names
-            `embedding`: pairs at cosine similarity >= `embedding_similarity` become edges too
-            (`via="embedding"`; `dup_distance` stays the pair's dhash distance).
+        embeddings: (image_ids, vectors) from `datakit embed`.
+        match_scores: a function (paths, i, j) -> scores standing in for the overlay check
+            (tests of the grouping logic only).
     """
-    if not params.signals:
-        raise ParamsError("dedup.signals: name at least one signal (dhash, embedding)")
-    if "embedding" in params.signals and embeddings is None:
-        raise ParamsError(
-            "dedup.signals: 'embedding' needs an embeddings table: run `datakit embed INPUT --out DIR` and pass "
-            "--embeddings DIR (or set dedup.embeddings), or use signals: [dhash]"
-        )
+    from datakit.dedup.verify import score_pairs
+
+    pl = plan(params, embeddings is not None)
     for col in ("image_id", "path", "label", "width", "height", "bytes"):
         if col not in df.columns:
             raise ManifestError(f"dedup input manifest lacks the column {col!r}")
@@ -156,16 +232,30 @@ def run(df: pd.DataFrame, params: DedupParams, *, root: Path, input_dir: Path | 
     df = df.reset_index(drop=True).copy()
     dh, crops, low, errors = hashes if hashes is not None else hash_manifest(df, root, params)
     t_hash = time.monotonic() - t0
-    if "dhash" in params.signals:
-        i, j, d, via = candidate_edges(dh, crops, low, params)
-        via = via.astype(np.int8)  # 0 full, 1 crop, 2 embedding
+    parts_a, parts_b, parts_v = [], [], []
+    if "dhash" in pl.signals:
+        a, b, v = hash_candidates(dh, crops, low, pl.radius, params.crop_threshold, pl.crop_join)
+        parts_a.append(a), parts_b.append(b), parts_v.append(v)
+    vecs = None
+    if "embedding" in pl.signals and embeddings is not None:
+        a, b, v, vecs = embedding_candidates(df, errors, low, embeddings, params)
+        parts_a.append(a), parts_b.append(b), parts_v.append(v)
+    empty = np.array([], dtype=np.int64)
+    ci, cj, cvia = merge_candidates(np.concatenate(parts_a or [empty]), np.concatenate(parts_b or [empty]),
+                                    np.concatenate(parts_v or [empty]))
+    t1 = time.monotonic()
+    paths = [resolve(root, p) for p in df["path"]]
+    if pl.verify and len(ci):
+        scorer = match_scores if match_scores is not None else (lambda p, x, y: score_pairs(p, x, y, workers=params.workers))
+        score = np.asarray(scorer(paths, ci, cj), dtype=np.float32)
+        accept = score >= pl.match_threshold
     else:
-        i = j = d = np.array([], dtype=np.int64)
-        via = np.array([], dtype=np.int8)
-    sim = np.full(len(i), np.nan, dtype=np.float32)
-    n_emb = 0
-    if "embedding" in params.signals and embeddings is not None:
-        i, j, d, via, sim, n_emb = _add_embedding_edges(df, dh, low, errors, embeddings, params, i, j, d, via, sim)
+        score = np.full(len(ci), np.nan, dtype=np.float32)
+        accept = np.ones(len(ci), dtype=bool)
+    t_verify = time.monotonic() - t1
+    cd = _pair_distances(dh, ci, cj)
+    csim = _pair_similarities(vecs, ci, cj)
+    i, j, d, via, sim, match = ci[accept], cj[accept], cd[accept], cvia[accept], csim[accept], score[accept]
     roots = components(len(df), i, j)
     extra = _extra_labels(input_dir, df)
     decisions = decide(
@@ -196,22 +286,34 @@ def run(df: pd.DataFrame, params: DedupParams, *, root: Path, input_dir: Path | 
     df["against_dup"] = None
     n_against = 0
     if against is not None:
-        n_against = _mark_against(df, against, params)
-    pairs = pd.DataFrame({"a": df["image_id"].to_numpy()[i] if len(i) else [], "b": df["image_id"].to_numpy()[j] if len(j) else [],
-                          "distance": d, "via": np.array(["full", "crop", "embedding"], dtype=object)[via] if len(via) else [],
-                          "similarity": sim})
+        n_against = _mark_against(df, against, pl.radius)
+    ids = df["image_id"].to_numpy()
+    pairs = pd.DataFrame({"a": ids[i] if len(i) else [], "b": ids[j] if len(j) else [], "distance": d,
+                          "via": [via_names(int(x)) for x in via], "similarity": sim, "match": match})
     report = _report(df, params, pairs, t_hash, time.monotonic() - t0, n_against)
-    report["signals"] = list(params.signals)
-    report["pairs_via_embedding"] = int((via == 2).sum())
-    report["embedding_pairs_found"] = n_emb
-    report["embedding_similarity"] = params.embedding_similarity if "embedding" in params.signals else None
+    report.update({
+        "signals": list(pl.signals),
+        "threshold": pl.radius,
+        "crop_threshold": params.crop_threshold if pl.crop_join else None,
+        "embedding_similarity": params.embedding_similarity if "embedding" in pl.signals else None,
+        "embedding_neighbours": params.embedding_neighbours if "embedding" in pl.signals else None,
+        "verify": pl.verify,
+        "match_threshold": pl.match_threshold if pl.verify else None,
+        "candidates": int(len(ci)),
+        "candidates_by_signal": {name: int(((cvia & bit) > 0).sum()) for bit, name in
+                                 ((VIA_FULL, "full"), (VIA_CROP, "crop"), (VIA_EMBEDDING, "embedding"))},
+        "rejected_by_verify": int((~accept).sum()),
+        "pairs_via_embedding": int(((via & VIA_EMBEDDING) > 0).sum()),
+        "pairs_only_embedding": int((via == VIA_EMBEDDING).sum()),
+        "verify_seconds": round(t_verify, 3),
+    })
     conflicts = sorted(set(df.loc[df["label_conflict"], "dup_group"]))
     return DedupResult(df, report, pairs, conflicts)
 
 
 def _distance(dist_to: dict[tuple[int, int], int], a: int, b: int) -> int | None:
     v = dist_to.get((a, b))
-    return v if v is not None and v >= 0 else None  # -1: an embedding edge between unhashed rows
+    return v if v is not None and v >= 0 else None  # -1: a pair with an unhashed row
 
 
 def _hamming(a: str | None, b: str | None) -> int:
@@ -220,38 +322,7 @@ def _hamming(a: str | None, b: str | None) -> int:
     return (int(a, 16) ^ int(b, 16)).bit_count()
 
 
-def _add_embedding_edges(df: pd.DataFrame, dh: list[str | None], low: list[bool], errors: list[str | None],
-                         embeddings: tuple[list[str], np.ndarray], params: DedupParams, i: np.ndarray, j: np.ndarray,
-                         d: np.ndarray, via: np.ndarray, sim: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Hash edges plus cosine-similarity edges between rows not already linked. Rows without a
-    vector, unreadable rows and low-information rows take part in none."""
-    from datakit.embed import cosine_pairs, lookup
-
-    ids, X = embeddings
-    vecs, found = lookup(ids, X, df["image_id"].astype(str))
-    missing = int((~found & np.array([e is None for e in errors])).sum())
-    if missing:
-        gone = [iid for iid, f, e in zip(df["image_id"], found, errors, strict=True) if not f and e is None]
-        raise ManifestError(
-            f"dedup.signals embedding: {missing} image(s) have no vector in the embeddings table "
-            f"(e.g. {', '.join(map(str, gone[:3]))}): run `datakit embed` on this manifest"
-        )
-    rows = np.array([r for r in range(len(df)) if found[r] and errors[r] is None and not low[r]], dtype=np.int64)
-    ei, ej, es = cosine_pairs(vecs[rows], params.embedding_similarity)
-    a, b = rows[ei], rows[ej]
-    have = set(zip(i.tolist(), j.tolist(), strict=True))
-    new = [(x, y, s) for x, y, s in zip(a.tolist(), b.tolist(), es.tolist(), strict=True) if (x, y) not in have]
-    if new:
-        na = np.array([x for x, _, _ in new], dtype=np.int64)
-        nb = np.array([y for _, y, _ in new], dtype=np.int64)
-        nd = np.array([_hamming(dh[x], dh[y]) for x, y, _ in new], dtype=np.int64)
-        i, j, d = np.concatenate([i, na]), np.concatenate([j, nb]), np.concatenate([d, nd])
-        via = np.concatenate([via, np.full(len(new), 2, dtype=np.int8)])
-        sim = np.concatenate([sim, np.array([s for _, _, s in new], dtype=np.float32)])
-    return i, j, d, via, sim, len(ei)
-
-
-def _mark_against(df: pd.DataFrame, against: pd.DataFrame, params: DedupParams) -> int:
+def _mark_against(df: pd.DataFrame, against: pd.DataFrame, radius: int) -> int:
     from datakit.dedup.index import cross_pairs, pack_hex
 
     if "dhash" not in against.columns:
@@ -260,7 +331,7 @@ def _mark_against(df: pd.DataFrame, against: pd.DataFrame, params: DedupParams) 
     new_rows = [r for r in range(len(df)) if isinstance(df.at[r, "dhash"], str) and not df.at[r, "low_information"]]
     if not new_rows or not len(old):
         return 0
-    ni, oj, dist = cross_pairs(pack_hex([df.at[r, "dhash"] for r in new_rows]), pack_hex(old["dhash"].tolist()), params.threshold)
+    ni, oj, dist = cross_pairs(pack_hex([df.at[r, "dhash"] for r in new_rows]), pack_hex(old["dhash"].tolist()), radius)
     old_ids = old["image_id"].tolist()
     best: dict[int, tuple[int, str]] = {}
     for a, b, dd in zip(ni.tolist(), oj.tolist(), dist.tolist(), strict=True):
@@ -291,7 +362,7 @@ def _report(df: pd.DataFrame, params: DedupParams, pairs: pd.DataFrame, t_hash: 
         "near_groups": int(len(multi) - exact_groups),
         "largest_group": int(sizes.max()) if len(sizes) else 0,
         "pairs": int(len(pairs)),
-        "pairs_via_crop": int((pairs["via"] == "crop").sum()) if len(pairs) else 0,
+        "pairs_via_crop": int(pairs["via"].str.contains("crop").sum()) if len(pairs) else 0,
         "conflict_groups": int(df.loc[df["label_conflict"], "dup_group"].nunique()),
         "conflict_images": int(df["label_conflict"].sum()),
         "low_information": int(df["low_information"].sum()),
@@ -299,8 +370,6 @@ def _report(df: pd.DataFrame, params: DedupParams, pairs: pd.DataFrame, t_hash: 
         "removed_by_reason": {str(k): int(v) for k, v in sorted(reasons.items())},
         "per_label_before": {str(k): int(v) for k, v in before.items()},
         "per_label_after": {str(k): int(v) for k, v in after.items()},
-        "threshold": params.threshold,
-        "crop_threshold": params.crop_threshold if params.crops else None,
         "exact": params.exact,
         "keep_policy": params.keep,
         "conflict_policy": params.conflicts,
