@@ -200,7 +200,7 @@ dedup_app = typer.Typer(
         "Find exact and near-duplicate images (256-bit dhash within a Hamming radius, plus central-crop "
         "hashes for re-cropped copies), group them, keep one per group and flag label conflicts.\n\n"
         "  datakit dedup data/scrape --out data/dedup\n\n"
-        "  datakit dedup calibrate data/scrape          (precision/recall per radius on your images)"
+        "  datakit dedup calibrate data/scrape          (precision/recall per signal on your images; recommends the thresholds)"
     ),
 )
 app.add_typer(dedup_app, name="dedup", short_help="Find exact, near and re-cropped duplicates; keep one per group; flag label conflicts.")
@@ -292,43 +292,80 @@ def dedup_run(
 
 @dedup_app.command("calibrate", epilog="Examples:\n\n  datakit dedup calibrate data/scrape\n\n  datakit dedup calibrate data/scrape --pairs pairs.csv")
 def dedup_calibrate(
-    input_dir: Annotated[Path, typer.Argument(metavar="INPUT", help="A stage folder whose images to sample.", exists=True)],
+    input_dir: Annotated[Path, typer.Argument(metavar="INPUT", help="A stage folder whose images to sample (its embeddings.parquet, when present, gives the vectors).", exists=True)],
     pairs: Annotated[Optional[Path], typer.Option(help="CSV a,b,duplicate (paths or image_ids); default: generate pairs.", exists=True)] = None,
     sample: Annotated[int, typer.Option(help="Images to sample when generating pairs.")] = 100,
-    seed: Annotated[int, typer.Option(help="Sampling and transform seed.")] = 0,
-    params_file: Annotated[Optional[Path], typer.Option("--params")] = None,
+    seed: Annotated[int, typer.Option(help="Sampling and edit seed.")] = 0,
+    params_file: Annotated[Optional[Path], typer.Option("--params", help="params.yaml to read (default: ./params.yaml if present).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write every figure printed here as JSON.")] = None,
 ) -> None:
-    """Print precision and recall per Hamming radius and recommend dedup.threshold.
+    """Precision and recall of each dedup signal on your images; recommends dedup.threshold,
+    dedup.embedding_similarity and dedup.match_threshold.
 
-    Without --pairs, every sampled image is compared with transformed copies of itself
-    (resize 50-90 %, JPEG q30-90, crop <= 8 %, brightness +-20 %, text overlay, PNG<->JPEG) and with
-    other sampled images."""
+    Without --pairs, every sampled image is compared with edited copies of itself (re-crop 4-16 %
+    per axis, symmetric and one-sided; resize 50-90 %; JPEG q30-90; brightness +-20 %; a caption /
+    price tag; PNG; a stack of two), with its 5 nearest other images of INPUT (look-alikes: by
+    cosine when INPUT has vectors, else by dhash; they decide precision) and with random other
+    sampled images. Every pair gets its dhash distance (full and crop hashes), cosine (copies are
+    embedded here with the table's embed.json settings, or embed: params) and overlay score."""
     from datakit.dedup import load_input
-    from datakit.dedup.calibrate import distances, generate_pairs, read_pairs, recommend, table
+    from datakit.dedup.calibrate import run as run_calibrate
     from datakit.params import load_params
 
     try:
-        p = load_params(params_file).dedup
+        params = load_params(params_file)
         df, root = load_input(input_dir)
-        prs = read_pairs(pairs, df, root) if pairs else generate_pairs(df, root, sample=sample, seed=seed)
-        d = distances(prs, exact=p.exact)
+        cal = run_calibrate(df, root, params, input_dir=input_dir, pairs=pairs, sample=sample, seed=seed,
+                            progress=lambda msg: err.print(f"calibrate: {msg}", highlight=False))
     except DatakitError as exc:
         raise _fail(exc) from None
-    tab = table(d, crop_threshold=p.crop_threshold)
-    t = Table(title=f"dedup calibrate: {int(d['duplicate'].sum())} duplicate and {int((~d['duplicate']).sum())} unrelated pairs")
-    for col in ("radius", "precision (full)", "recall (full)", f"precision (+crops<={p.crop_threshold})", "recall (+crops)"):
-        t.add_column(col, justify="right")
-    full = tab[tab["signal"] == "full"].set_index("radius")
-    both = tab[tab["signal"] == "full+crops"].set_index("radius")
-    for radius in full.index:
-        t.add_row(str(radius), f"{full.at[radius, 'precision']:.3f}", f"{full.at[radius, 'recall']:.3f}",
-                  f"{both.at[radius, 'precision']:.3f}", f"{both.at[radius, 'recall']:.3f}")
+
+    def num(v: Any, fmt: str = ".3f") -> str:
+        return "-" if v is None or v != v else format(v, fmt)
+
+    c = cal.to_dict()["pairs"]
+    out.print(f"[bold]dedup calibrate[/]: {c['duplicates']} duplicate pairs (edited copies), {c['look_alikes']} "
+              f"look-alike pairs (nearest other images), {c['unrelated']} unrelated pairs")
+    titles = {"dhash": "dhash: full-hash distance <= radius", "dhash crops": "dhash crop hashes: full vs crop distance <= radius",
+              "embedding": "embedding: cosine >= floor", "overlay": "overlay check: score >= threshold"}
+    for name, tab in cal.tables.items():
+        t = Table(title=titles[name])
+        for col in ("threshold", "recall", "recall (re-crops)", "recall (other edits)", "precision (look-alikes)",
+                    "precision (all)", "false look-alikes"):
+            t.add_column(col, justify="right")
+        for r in tab.itertuples():
+            t.add_row(num(r.threshold, "g"), num(r.recall), num(r.recall_crops), num(r.recall_other),
+                      num(r.precision_look_alikes), num(r.precision_all), str(r.false_look_alikes))
+        out.print(t)
+    t = Table(title="recall per edit at the current params")
+    for col in cal.per_edit.columns:
+        t.add_column(col, justify="left" if col == "edit" else "right")
+    for r in cal.per_edit.itertuples(index=False):
+        t.add_row(*[str(v) if isinstance(v, (str, int)) else num(v, ".2f") for v in r])
     out.print(t)
-    per_kind = d[d["duplicate"]].assign(found=lambda x: (x["full"] <= p.threshold) | (x["crop"] <= p.crop_threshold))
-    out.print("recall per transform at the current params: " + ", ".join(
-        f"{k} {v:.2f}" for k, v in per_kind.groupby("kind")["found"].mean().items()))
-    out.print(f"recommended dedup.threshold: [bold]{recommend(tab, 'full')}[/] "
-              f"(largest recall at precision >= 0.995; current {p.threshold})")
+    rec = cal.recommended
+    p = params.dedup
+    cur = cal.rules["current"]
+    out.print(f"recommended dedup.threshold: [bold]{num(rec['threshold'], 'd')}[/] (smallest radius finding >= 0.99 of "
+              f"the copies that are not re-cropped; current {cur.radius})")
+    if rec["embedding_similarity"] is not None:
+        out.print(f"recommended dedup.embedding_similarity: [bold]{num(rec['embedding_similarity'], '.2f')}[/] (highest "
+                  f"cosine keeping >= 0.99 of the copies as candidates; current {p.embedding_similarity:g})")
+    out.print(f"recommended dedup.match_threshold: [bold]{num(rec['match_threshold'], '.3f')}[/] (lowest overlay score "
+              f"with precision >= 0.995 against the look-alikes: recall {num(rec['match_recall'])}, precision "
+              f"{num(rec['match_precision'])}; current {p.match_threshold:g})")
+    t = Table(title="the whole rule: candidates and the overlay check")
+    for col in ("params", "rule", "recall", "recall (re-crops)", "precision (look-alikes)", "precision (all)", "false look-alikes"):
+        t.add_column(col, justify="left" if col in ("params", "rule") else "right")
+    for name, fig in cal.end_to_end.items():
+        t.add_row(name, cal.rules[name].describe(), num(fig["recall"]), num(fig["recall_crops"]),
+                  num(fig["precision_look_alikes"]), num(fig["precision_all"]), str(fig["false_look_alikes"]))
+    out.print(t)
+    for note in cal.notes:
+        out.print(f"note: {note}", highlight=False)
+    if json_out is not None:
+        _write_report(json_out, cal.to_dict())
+        out.print(f"figures: {json_out}")
 
 
 @app.command(

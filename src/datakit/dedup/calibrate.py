@@ -1,159 +1,680 @@
-"""`datakit dedup calibrate`: precision and recall per radius on the user's own images.
+"""`datakit dedup calibrate`: how each dedup signal does on the user's own images, and the
+thresholds to use.
 
-Either a small file of labelled pairs (`a,b,duplicate`: paths or image_ids) or pairs generated
-from a sample of the dataset: each sampled image against transformed copies of itself
-(resize, JPEG quality, crop, brightness, text overlay, PNG<->JPEG) as duplicates, and against
-other sampled images as non-duplicates. Prints a table and a recommended radius.
+Dedup nominates candidate pairs with two signals (the dhash within `dedup.threshold` bits, plus
+crop hashes within `dedup.crop_threshold` when there are no vectors; embedding neighbours at
+cosine >= `dedup.embedding_similarity`) and accepts a candidate only when one picture overlays
+the other (`datakit.dedup.verify`, score >= `dedup.match_threshold`). Calibration measures every
+signal on pairs whose answer is known:
+
+* duplicates: each sampled image against edited copies of itself, the edits a web page makes
+  (`EDITS`: re-crops of 4-16 % per axis, symmetric and one-sided; resize 50-90 %; JPEG q30-90;
+  brightness +-20 %; a caption / price tag; PNG; and a stack of two of these);
+* look-alikes (hard negatives): each sampled image against its `hard_per_image` nearest *other*
+  images of the dataset (by cosine when INPUT has vectors, else by dhash distance; rows of the
+  same `dup_group` are left out when INPUT is a dedup output). These are what the embedding
+  signal nominates, and what decides the precision of the overlay check;
+* unrelated: random pairs of sampled images.
+
+A look-alike that overlays at >= `SUSPECT_SCORE` is most likely a copy already in the dataset
+(different shots of look-alike scenes stay at <= 0.962 on real photos): such pairs are listed as
+suspects and left out of the figures rather than counted as false pairs.
+
+Or a file of labelled pairs (`--pairs`, `a,b,duplicate`: paths or image_ids).
+
+For every pair: the full dhash distance, the best full-vs-crop-hash distance, the cosine of the
+two images' vectors (vectors of INPUT's images come from its embeddings table; the copies are
+embedded here with the settings recorded in its `embed.json`, or with `embed:` when INPUT has no
+table), and the overlay score. From these: precision and recall per signal and threshold, recall
+per edit at the current params, recommended thresholds, and the recall and precision of the
+whole rule (candidates and overlay) at the current and the recommended params.
+
+Recommendations:
+* `dedup.threshold`: the smallest radius at which the full dhash finds >= 0.99 of the copies
+  that are not re-cropped (re-crops are the vectors' and the crop hashes' job);
+* `dedup.embedding_similarity`: a candidate floor: the highest cosine (0.01 steps) that keeps
+  >= 0.99 of all copies (the overlay check, not this floor, decides precision);
+* `dedup.match_threshold`: the lowest score (0.005 steps) at which the rule's precision against
+  the look-alikes is >= 0.995.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import math
 import random
+import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw, ImageEnhance
+from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
 from datakit.errors import DatakitError
-from datakit.images import load_image
+from datakit.images import ImageRejected, load_image
 from datakit.manifest import resolve
 
-Transform = Callable[[Image.Image, random.Random], Image.Image]
+Edit = Callable[[Image.Image, random.Random], Image.Image]
+
+TARGET_RECALL = 0.99
+MIN_PRECISION = 0.995
+HARD_PER_IMAGE = 5  # as many as the embedding signal nominates per image (dedup.embedding_neighbours)
+RADII = tuple(range(0, 41, 4))
+SIMILARITIES = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+SCORES = (0.9, 0.93, 0.95, 0.96, 0.965, 0.97, 0.975, 0.98, 0.99)
+LOOK_ALIKE = "look-alike"
+UNRELATED = "unrelated"
+SUSPECT_SCORE = 0.99  # look-alikes overlaying this well are likely real copies inside the dataset
 
 
-def _encode(im: Image.Image, fmt: str, **kw: object) -> bytes:
+# ---------------------------------------------------------------- the edits
+
+
+def _encode(im: Image.Image, fmt: str, **kw: Any) -> bytes:
     buf = io.BytesIO()
-    im.save(buf, fmt, **kw)
+    im.convert("RGB").save(buf, fmt, **kw)
     return buf.getvalue()
 
 
-def t_resize(im: Image.Image, rng: random.Random) -> Image.Image:
-    s = rng.uniform(0.5, 0.9)
-    return im.resize((max(8, int(im.width * s)), max(8, int(im.height * s))), Image.Resampling.BILINEAR)
-
-
-def t_jpeg(im: Image.Image, rng: random.Random) -> Image.Image:
-    return Image.open(io.BytesIO(_encode(im, "JPEG", quality=rng.randint(30, 90)))).convert("RGB")
-
-
-def t_crop(im: Image.Image, rng: random.Random) -> Image.Image:
-    """Remove 2-8 % of each dimension, split at random between the two sides."""
+def crop_sym(im: Image.Image, rng: random.Random) -> Image.Image:
+    """Cut 4-16 % of each axis, half from each side (a re-framed product photo)."""
     w, h = im.size
-    cw, ch = int(w * rng.uniform(0.02, 0.08)), int(h * rng.uniform(0.02, 0.08))
-    left, top = rng.randint(0, cw), rng.randint(0, ch)
-    return im.crop((left, top, w - (cw - left), h - (ch - top)))
+    cx, cy = rng.uniform(0.04, 0.16) * w, rng.uniform(0.04, 0.16) * h
+    return im.crop((round(cx / 2), round(cy / 2), w - round(cx / 2), h - round(cy / 2)))
 
 
-def t_brightness(im: Image.Image, rng: random.Random) -> Image.Image:
-    return ImageEnhance.Brightness(im).enhance(rng.choice([rng.uniform(0.8, 0.95), rng.uniform(1.05, 1.2)]))
+def crop_one(im: Image.Image, rng: random.Random) -> Image.Image:
+    """Cut 4-16 % of each axis, all from one side (a banner or a border cut off)."""
+    w, h = im.size
+    cx, cy = round(rng.uniform(0.04, 0.16) * w), round(rng.uniform(0.04, 0.16) * h)
+    left = cx if rng.random() < 0.5 else 0
+    top = cy if rng.random() < 0.5 else 0
+    return im.crop((left, top, w - (cx - left), h - (cy - top)))
 
 
-def t_overlay(im: Image.Image, rng: random.Random) -> Image.Image:
-    out = im.copy()
+def resize(im: Image.Image, rng: random.Random) -> Image.Image:
+    s = rng.uniform(0.5, 0.9)
+    return im.resize((max(8, round(im.width * s)), max(8, round(im.height * s))), Image.Resampling.LANCZOS)
+
+
+def brightness(im: Image.Image, rng: random.Random) -> Image.Image:
+    f = rng.uniform(0.8, 0.95) if rng.random() < 0.5 else rng.uniform(1.05, 1.2)
+    return ImageEnhance.Brightness(im).enhance(f)
+
+
+def caption(im: Image.Image, rng: random.Random) -> Image.Image:
+    """A price tag or caption: a filled box with text, about 3-5 % of the picture."""
+    out = im.convert("RGB")
+    w, h = out.size
+    bw, bh = round(w * rng.uniform(0.28, 0.38)), round(h * rng.uniform(0.09, 0.12))
+    x, y = rng.randint(0, max(0, w - bw)), rng.randint(0, max(0, h - bh))
+    fill = rng.choice([(250, 220, 0), (220, 30, 30), (255, 255, 255), (20, 20, 20)])
+    ink = (0, 0, 0) if sum(fill) > 380 else (255, 255, 255)
     draw = ImageDraw.Draw(out)
-    x, y = rng.randint(0, max(1, im.width // 2)), rng.randint(0, max(1, im.height - 20))
-    draw.text((x, y), rng.choice(["SALE", "© shop", "new!", "-30%"]), fill=(255, 255, 255))
+    draw.rectangle((x, y, x + bw, y + bh), fill=fill)
+    font = ImageFont.load_default(size=max(8, round(bh * 0.7)))
+    draw.text((x + bh // 5, y + bh // 8), rng.choice(["SALE -30%", "$4.99", "NEW!", "© shop", "2 for 1"]), fill=ink, font=font)
     return out
 
 
-def t_format(im: Image.Image, rng: random.Random) -> Image.Image:
-    return Image.open(io.BytesIO(_encode(im, "PNG"))).convert("RGB")
+def _same(im: Image.Image, rng: random.Random) -> Image.Image:
+    return im
 
 
-TRANSFORMS: dict[str, Transform] = {
-    "resize": t_resize, "jpeg": t_jpeg, "crop": t_crop, "brightness": t_brightness,
-    "overlay": t_overlay, "png_jpeg": t_format,
+# name -> (edit, how the copy is saved: "jpeg" = a random quality 30-90, a number = that quality, "png")
+EDITS: dict[str, tuple[Edit, str | int]] = {
+    "crop_sym": (crop_sym, "jpeg"),
+    "crop_one": (crop_one, "jpeg"),
+    "resize": (resize, 90),
+    "jpeg": (_same, "jpeg"),
+    "brightness": (brightness, 90),
+    "caption": (caption, 90),
+    "png": (_same, "png"),
+    "stack": (_same, "jpeg"),  # two of STACKABLE, see `edit`
 }
+STACKABLE = ("crop_sym", "crop_one", "resize", "brightness", "caption")
+CROPS = ("crop_sym", "crop_one")
+
+
+def edit(im: Image.Image, name: str, rng: random.Random) -> tuple[bytes, str, bool]:
+    """(file bytes, format suffix, re-cropped?) of the copy `name` makes of `im`."""
+    fn, save = EDITS[name]
+    steps = [name]
+    if name == "stack":
+        steps = rng.sample(STACKABLE, 2)
+        while all(s in CROPS for s in steps):  # two crops would cut up to 32 %: beyond a re-crop
+            steps = rng.sample(STACKABLE, 2)
+        out = im
+        for s in steps:
+            out = EDITS[s][0](out, rng)
+    else:
+        out = fn(im, rng)
+    if save == "png":
+        return _encode(out, "PNG"), "png", False
+    q = rng.randint(30, 90) if save == "jpeg" else int(save)
+    return _encode(out, "JPEG", quality=q), "jpg", any(s in CROPS for s in steps)
+
+
+# ---------------------------------------------------------------- pairs
 
 
 @dataclass
-class Pair:
-    a: bytes
-    b: bytes
-    duplicate: bool
-    kind: str
+class PairSet:
+    """Pictures (each once) and the labelled pairs between them."""
+
+    paths: list[Path] = field(default_factory=list)
+    ids: list[str | None] = field(default_factory=list)  # image_id in INPUT (vector lookup), None for copies
+    a: list[int] = field(default_factory=list)
+    b: list[int] = field(default_factory=list)
+    duplicate: list[bool] = field(default_factory=list)
+    kind: list[str] = field(default_factory=list)  # an edit, LOOK_ALIKE, UNRELATED, or "file"
+    crop: list[bool] = field(default_factory=list)  # the copy was re-cropped
+    _index: dict[Path, int] = field(default_factory=dict)
+
+    def picture(self, path: Path, image_id: str | None) -> int:
+        if path not in self._index:
+            self._index[path] = len(self.paths)
+            self.paths.append(path)
+            self.ids.append(image_id)
+        return self._index[path]
+
+    def add(self, a: int, b: int, duplicate: bool, kind: str, crop: bool = False) -> None:
+        self.a.append(a)
+        self.b.append(b)
+        self.duplicate.append(duplicate)
+        self.kind.append(kind)
+        self.crop.append(crop)
 
 
-def generate_pairs(df: pd.DataFrame, root: Path, *, sample: int, seed: int) -> list[Pair]:
+def sample_rows(df: pd.DataFrame, sample: int, seed: int) -> np.ndarray:
+    """Positions of the rows to sample (readable rows only when INPUT is a dedup output)."""
+    usable = np.arange(len(df))
+    if "dedup_reason" in df.columns:
+        usable = usable[~df["dedup_reason"].astype(str).str.startswith("undecodable").to_numpy()]
+    if len(usable) < 2:
+        raise DatakitError(f"dedup calibrate: needs at least 2 images to sample, INPUT has {len(usable)}")
+    if sample < 2:
+        raise DatakitError(f"dedup calibrate: --sample must be at least 2 (got {sample})")
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(usable, size=min(sample, len(usable)), replace=False))
+
+
+def nearest_others(df: pd.DataFrame, root: Path, rows: np.ndarray, k: int, *,
+                   vectors: tuple[list[str], np.ndarray] | None, exact: bool = False, workers: int = 0) -> np.ndarray:
+    """(len(rows), k) positions of each sampled row's nearest other rows of `df` (-1: none):
+    by cosine when `vectors` (image_ids, X) are given, else by full dhash distance (INPUT's
+    `dhash` column when it has one). The row itself, rows with the same image_id or path, and
+    rows of the same `dup_group` are never its neighbours."""
+    n = len(df)
+    if vectors is not None:
+        from datakit.embed import lookup
+
+        X, found = lookup(vectors[0], vectors[1], df["image_id"].astype(str))
+        norms = np.linalg.norm(X, axis=1)
+        found &= norms > 0
+        Xn = X / np.where(norms > 0, norms, 1.0)[:, None]
+        sim = Xn[rows] @ Xn.T
+        sim[:, ~found] = -np.inf
+        dist = -sim
+    else:
+        from datakit.dedup.index import pack_hex
+
+        if "dhash" in df.columns and df["dhash"].map(lambda h: isinstance(h, str)).all():
+            hexes: list[str | None] = df["dhash"].tolist()
+            low = df["low_information"].fillna(False).to_numpy(bool) if "low_information" in df.columns else np.zeros(n, bool)
+        else:
+            from datakit.dedup.hashing import hash_paths
+
+            res = hash_paths([resolve(root, p) for p in df["path"]], exact=exact, workers=workers)
+            hexes = [None if isinstance(r, ImageRejected) else r.dhash for r in res]
+            low = np.array([False if isinstance(r, ImageRejected) else bool(r.low_information) for r in res])
+        ok = np.array([h is not None for h in hexes]) & ~low
+        bits = pack_hex([h if h is not None else "0" * 64 for h in hexes])
+        dist = np.bitwise_count(bits[rows][:, None, :] ^ bits[None, :, :]).sum(axis=2).astype(np.float64)
+        dist[:, ~ok] = np.inf
+    ids = df["image_id"].astype(str).to_numpy()
+    paths = df["path"].astype(str).to_numpy()
+    groups = df["dup_group"].astype(str).to_numpy() if "dup_group" in df.columns else None
+    for r_i, r in enumerate(rows):
+        same = (ids == ids[r]) | (paths == paths[r])
+        if groups is not None:
+            same |= groups == groups[r]
+        dist[r_i, same] = np.inf
+    k = min(k, n - 1)
+    out = np.full((len(rows), max(k, 0)), -1, dtype=np.int64)
+    if k <= 0:
+        return out
+    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    finite = np.isfinite(np.take_along_axis(dist, order, axis=1))
+    out[finite] = order[finite]
+    return out
+
+
+def generate_pairs(df: pd.DataFrame, root: Path, rows: np.ndarray, neighbours: np.ndarray, workdir: Path, *,
+                   seed: int) -> PairSet:
+    """Copies of the sampled rows' images (written to `workdir`) as duplicates; the rows'
+    `neighbours` as look-alikes; as many random pairs of sampled images as duplicates, unrelated."""
     rng = random.Random(seed)
-    rows = df.sample(n=min(sample, len(df)), random_state=seed).reset_index(drop=True)
-    images = [load_image(root, p) for p in rows["path"]]
-    encoded = [_encode(im, "JPEG", quality=95) for im in images]
-    pairs: list[Pair] = []
-    for im, enc in zip(images, encoded, strict=True):
-        for name, fn in TRANSFORMS.items():
-            pairs.append(Pair(enc, _encode(fn(im, rng).convert("RGB"), "JPEG", quality=95), True, name))
-    n = len(images)
-    for _ in range(len(pairs)):
-        a, b = rng.randrange(n), rng.randrange(n)
-        if a != b and rows["image_id"].iat[a] != rows["image_id"].iat[b]:
-            pairs.append(Pair(encoded[a], encoded[b], False, "unrelated"))
-    return pairs
+    ps = PairSet()
+    workdir.mkdir(parents=True, exist_ok=True)
+    ids = df["image_id"].astype(str).tolist()
+    paths = [resolve(root, p) for p in df["path"]]
+    originals: list[int] = []
+    for r_i, r in enumerate(rows.tolist()):
+        try:
+            im = load_image(root, df["path"].iat[r])
+        except (ImageRejected, OSError):
+            continue
+        me = ps.picture(paths[r], ids[r])
+        originals.append(me)
+        for name in EDITS:
+            data, suffix, cropped = edit(im, name, rng)
+            target = workdir / f"{ids[r][:16]}-{r}-{name}.{suffix}"
+            target.write_bytes(data)
+            ps.add(me, ps.picture(target, None), True, name, cropped)
+        for other in neighbours[r_i].tolist():
+            if other >= 0:
+                ps.add(me, ps.picture(paths[other], ids[other]), False, LOOK_ALIKE)
+    if len(originals) < 2:
+        raise DatakitError(f"dedup calibrate: needs at least 2 readable images to sample, found {len(originals)}")
+    n_dup = sum(ps.duplicate)
+    for _ in range(n_dup):
+        x, y = rng.sample(originals, 2)
+        ps.add(x, y, False, UNRELATED)
+    return ps
 
 
-def read_pairs(path: Path, df: pd.DataFrame, root: Path) -> list[Pair]:
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+def read_pairs(path: Path, df: pd.DataFrame, root: Path) -> PairSet:
+    """A CSV `a,b,duplicate` (paths or image_ids; duplicate 1/0/true/false/yes/no)."""
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DatakitError(f"{path}: not a readable CSV ({exc})") from None
     missing = [c for c in ("a", "b", "duplicate") if c not in table.columns]
     if missing:
         raise DatakitError(f"{path}: missing column(s) {', '.join(missing)} (expected a,b,duplicate)")
-    by_id = dict(zip(df["image_id"], df["path"], strict=True))
+    by_id = dict(zip(df["image_id"].astype(str), df["path"], strict=True))
+    ps = PairSet()
 
-    def load(ref: str, line: int) -> bytes:
-        p = resolve(root, by_id[ref]) if ref in by_id else Path(ref)
+    def load(ref: str, line: int) -> int:
+        if ref in by_id:
+            return ps.picture(resolve(root, by_id[ref]), ref)
+        p = Path(ref)
         if not p.is_file():
             raise DatakitError(f"{path}: line {line}: {ref!r} is neither an image_id of the manifest nor a file")
-        return p.read_bytes()
+        return ps.picture(p.resolve(), None)
 
-    out = []
     for k, r in enumerate(table.itertuples(), start=2):
         flag = str(r.duplicate).strip().lower()
         if flag not in ("1", "0", "true", "false", "yes", "no"):
             raise DatakitError(f"{path}: line {k}: duplicate must be 1/0/true/false, got {r.duplicate!r}")
-        out.append(Pair(load(r.a, k), load(r.b, k), flag in ("1", "true", "yes"), "file"))
-    return out
+        ps.add(load(r.a, k), load(r.b, k), flag in ("1", "true", "yes"), "file")
+    if not ps.a:
+        raise DatakitError(f"{path}: no pairs")
+    return ps
 
 
-def distances(pairs: list[Pair], *, exact: bool) -> pd.DataFrame:
-    """Full-image and crop-signal distance of every pair."""
-    from datakit.dedup.hashing import hash_bytes
+# ---------------------------------------------------------------- the signals
+
+
+def embed_settings(params: Any, meta: dict[str, Any] | None) -> tuple[Any, str | None]:
+    """The `EmbedParams` to embed copies with: the table's recorded backbone, weights and
+    preprocessing over `embed:` (which still gives batch size, device, workers); and a note
+    when the recorded recipe cannot be reproduced."""
+    from datakit.embed import parse_embed
+
+    base = parse_embed(params.embed)
+    if not meta or "backbone" not in meta:
+        return base, None if meta is None else "the embeddings table records no settings: copies embedded with embed:"
+    from datakit.models import preprocess_for
+
+    upd: dict[str, Any] = {"backbone": meta["backbone"], "pretrained": bool(meta.get("pretrained", base.pretrained)),
+                           "seed": int(meta.get("seed", base.seed)), "image_size": None}
+    rec = meta.get("preprocess") or {}
+    try:
+        default = preprocess_for(upd["backbone"], upd["pretrained"], None).to_dict()
+        if rec and rec.get("crop") != default["crop"]:
+            upd["image_size"] = int(rec["crop"])
+        got = preprocess_for(upd["backbone"], upd["pretrained"], upd["image_size"]).to_dict()
+    except (DatakitError, ImportError, KeyError, ValueError) as exc:
+        return base.model_copy(update=upd), f"recorded embed settings: {exc}"
+    note = None
+    if rec and {k: rec.get(k) for k in ("resize", "crop")} != {k: got[k] for k in ("resize", "crop")}:
+        note = f"the table's preprocessing {rec} is not reproduced exactly ({got})"
+    return base.model_copy(update=upd), note
+
+
+def pair_vectors(ps: PairSet, table: tuple[list[str], np.ndarray] | None, settings: Any, workdir: Path
+                 ) -> tuple[np.ndarray | None, str | None]:
+    """A vector per picture (rows of `table` where it has the image_id; the rest embedded here
+    with `settings`), or (None, why) when the model cannot be built."""
+    from datakit.embed import lookup, read_embeddings
+    from datakit.embed import run as run_embed
+
+    n = len(ps.paths)
+    if table is not None:
+        X, found = lookup(table[0], table[1], [i if i is not None else "\0" for i in ps.ids])
+    else:
+        X, found = None, np.zeros(n, dtype=bool)
+    todo = [k for k in range(n) if not found[k]]
+    if not todo:
+        return X, None
+    src = workdir / "embed-src"
+    src.mkdir(parents=True, exist_ok=True)
+    names = []
+    for k in todo:
+        name = f"{k}{ps.paths[k].suffix.lower() or '.img'}"
+        (src / name).write_bytes(ps.paths[k].read_bytes())
+        names.append(name)
+    frame = pd.DataFrame({"image_id": [str(k) for k in todo], "path": names, "label": "calibrate"})
+    try:
+        run_embed(frame, settings, root=src, out_dir=workdir / "embed-out")
+        ids, V, _ = read_embeddings(workdir / "embed-out")
+    except (ImportError, DatakitError) as exc:
+        return None, f"embedding signal skipped: the model could not be built ({str(exc).splitlines()[0]})"
+    got, ok = lookup(ids, V, [str(k) for k in todo])
+    if X is None or X.shape[1] != V.shape[1]:
+        if X is not None and found.any():
+            return None, (f"embedding signal skipped: the table's vectors have {X.shape[1]} dimensions, "
+                          f"the copies' {V.shape[1]}")
+        X = np.zeros((n, V.shape[1]), dtype=np.float32)
+    X[todo] = got
+    found[todo] = ok
+    X[~found] = np.nan
+    return X, None
+
+
+def measure(ps: PairSet, *, exact: bool = False, workers: int = 0, vectors: np.ndarray | None = None) -> pd.DataFrame:
+    """One row per pair: kind, duplicate, crop, full (dhash distance), crop_distance (best full
+    hash vs the other's crop hashes), cosine (NaN without vectors), score (overlay). Pairs with
+    an unreadable picture are left out."""
+    from datakit.dedup.hashing import hash_paths
     from datakit.dedup.index import pack_hex
+    from datakit.dedup.verify import score_pairs
 
-    def bits(h: str) -> np.ndarray:
-        return pack_hex([h])[0]
+    res = hash_paths(ps.paths, exact=exact, workers=workers)
+    ok = np.array([not isinstance(r, ImageRejected) for r in res])
+    full_bits = pack_hex([r.dhash if ok[k] else "0" * 64 for k, r in enumerate(res)])  # type: ignore[union-attr]
+    a, b = np.asarray(ps.a, dtype=np.int64), np.asarray(ps.b, dtype=np.int64)
+    keep = ok[a] & ok[b]
+    a, b = a[keep], b[keep]
 
-    def ham(x: np.ndarray, y: np.ndarray) -> int:
-        return int(np.bitwise_count(np.bitwise_xor(x, y)).sum())
+    def ham(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return np.bitwise_count(x ^ y).sum(axis=-1)
 
+    full = ham(full_bits[a], full_bits[b]) if len(a) else np.zeros(0, dtype=np.int64)
+    crops = [pack_hex(r.crops) if ok[k] and r.crops else None for k, r in enumerate(res)]  # type: ignore[union-attr]
+    crop_d = []
+    for x, y in zip(a.tolist(), b.tolist(), strict=True):
+        best = 256
+        for f, c in ((full_bits[x], crops[y]), (full_bits[y], crops[x])):
+            if c is not None:
+                best = min(best, int(ham(c, f[None, :]).min()))
+        crop_d.append(best)
+    score = score_pairs(ps.paths, a, b, workers=workers) if len(a) else np.zeros(0, dtype=np.float32)
+    if vectors is not None and len(a):
+        va, vb = vectors[a], vectors[b]
+        den = np.linalg.norm(va, axis=1) * np.linalg.norm(vb, axis=1)
+        cosine = np.where(den > 0, np.einsum("ij,ij->i", va, vb) / np.where(den > 0, den, 1.0), np.nan)
+    else:
+        cosine = np.full(len(a), np.nan)
+    sel = np.nonzero(keep)[0]
+    return pd.DataFrame({
+        "a": [str(ps.paths[x]) for x in a.tolist()], "b": [str(ps.paths[y]) for y in b.tolist()],
+        "a_id": [ps.ids[x] for x in a.tolist()], "b_id": [ps.ids[y] for y in b.tolist()],
+        "kind": [ps.kind[k] for k in sel], "duplicate": np.array([ps.duplicate[k] for k in sel], dtype=bool),
+        "crop": np.array([ps.crop[k] for k in sel], dtype=bool),
+        "full": full.astype(np.int64), "crop_distance": np.array(crop_d, dtype=np.int64),
+        "cosine": cosine.astype(np.float64), "score": score.astype(np.float64),
+    })
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _hard(d: pd.DataFrame) -> pd.Series:
+    """The negatives that decide precision: the look-alikes, or every non-duplicate of a pairs file."""
+    hard = d["kind"] == LOOK_ALIKE
+    return hard if hard.any() else ~d["duplicate"]
+
+
+def _prf(hit: pd.Series, d: pd.DataFrame) -> dict[str, Any]:
+    dup = d["duplicate"]
+    tp = int((hit & dup).sum())
+    fp_hard = int((hit & _hard(d)).sum())
+    fp_all = int((hit & ~dup).sum())
+    crop, plain = dup & d["crop"], dup & ~d["crop"]
+    return {
+        "recall": tp / int(dup.sum()) if dup.any() else None,
+        "recall_crops": int((hit & crop).sum()) / int(crop.sum()) if crop.any() else None,
+        "recall_other": int((hit & plain).sum()) / int(plain.sum()) if plain.any() else None,
+        "precision_look_alikes": tp / (tp + fp_hard) if tp + fp_hard else None,
+        "precision_all": tp / (tp + fp_all) if tp + fp_all else None,
+        "false_look_alikes": fp_hard,
+        "false_pairs": fp_all,
+    }
+
+
+SIGNALS: dict[str, tuple[str, str, tuple[float, ...]]] = {
+    # name -> (column, direction, thresholds)
+    "dhash": ("full", "<=", RADII),
+    "dhash crops": ("crop_distance", "<=", RADII),
+    "embedding": ("cosine", ">=", SIMILARITIES),
+    "overlay": ("score", ">=", SCORES),
+}
+
+
+def signal_table(d: pd.DataFrame, signal: str) -> pd.DataFrame:
+    col, op, thresholds = SIGNALS[signal]
     rows = []
-    for p in pairs:
-        ha, hb = hash_bytes(p.a, exact=exact), hash_bytes(p.b, exact=exact)
-        fa, fb = bits(ha.dhash), bits(hb.dhash)
-        full = ham(fa, fb)
-        crop = min([ham(fa, bits(c)) for c in hb.crops] + [ham(fb, bits(c)) for c in ha.crops] + [256])
-        rows.append({"kind": p.kind, "duplicate": p.duplicate, "full": full, "crop": crop})
+    for t in thresholds:
+        hit = d[col] <= t if op == "<=" else d[col] >= t
+        rows.append({"threshold": t, **_prf(hit.fillna(False), d)})
     return pd.DataFrame(rows)
 
 
-def table(d: pd.DataFrame, *, crop_threshold: int, radii: range = range(0, 25)) -> pd.DataFrame:
-    out = []
-    pos = d["duplicate"].sum()
-    for t in radii:
-        for signal, hit in (("full", d["full"] <= t), ("full+crops", (d["full"] <= t) | (d["crop"] <= crop_threshold))):
-            tp = int((hit & d["duplicate"]).sum())
-            fp = int((hit & ~d["duplicate"]).sum())
-            out.append({"radius": t, "signal": signal, "precision": tp / (tp + fp) if tp + fp else 1.0,
-                        "recall": tp / pos if pos else 0.0, "false_pairs": fp})
-    return pd.DataFrame(out)
+def recommend_radius(d: pd.DataFrame, target: float = TARGET_RECALL, max_radius: int = 40) -> int | None:
+    """The smallest radius at which the full dhash finds >= `target` of the copies that were
+    not re-cropped (else the smallest radius reaching its best recall up to `max_radius`)."""
+    plain = d.loc[d["duplicate"] & ~d["crop"], "full"].to_numpy()
+    if not len(plain):
+        return None
+    recall = np.array([(plain <= r).mean() for r in range(max_radius + 1)])
+    good = np.nonzero(recall >= target)[0]
+    return int(good[0]) if len(good) else int(np.argmax(recall))
 
 
-def recommend(tab: pd.DataFrame, signal: str = "full", min_precision: float = 0.995) -> int:
-    t = tab[(tab["signal"] == signal) & (tab["precision"] >= min_precision)]
-    if len(t):
-        return int(t.sort_values(["recall", "radius"], ascending=[False, True])["radius"].iat[0])
-    sub = tab[tab["signal"] == signal]
-    f1 = 2 * sub["precision"] * sub["recall"] / (sub["precision"] + sub["recall"]).replace(0, 1)
-    return int(sub["radius"].iat[int(np.argmax(f1.to_numpy()))])
+def recommend_similarity(d: pd.DataFrame, target: float = TARGET_RECALL) -> float | None:
+    """The highest cosine (0.01 steps) that keeps >= `target` of all copies."""
+    cos = np.sort(d.loc[d["duplicate"], "cosine"].dropna().to_numpy())
+    if not len(cos):
+        return None
+    misses = int(math.floor((1.0 - target) * len(cos) + 1e-9))
+    return math.floor(float(cos[misses]) * 100 + 1e-9) / 100
+
+
+def recommend_match(d: pd.DataFrame, min_precision: float = MIN_PRECISION) -> tuple[float | None, float | None, float | None]:
+    """(threshold, recall, precision): the lowest overlay score (0.005 steps) at which
+    precision against the look-alikes is >= `min_precision`."""
+    dup = d.loc[d["duplicate"], "score"].to_numpy()
+    neg = d.loc[_hard(d) & ~d["duplicate"], "score"].to_numpy()
+    if not len(dup):
+        return None, None, None
+    for k in range(0, 201):
+        t = round(0.8 + 0.001 * k, 3)
+        if round(t * 1000) % 5:
+            continue
+        tp, fp = int((dup >= t).sum()), int((neg >= t).sum())
+        if tp and tp / (tp + fp) >= min_precision:
+            return t, tp / len(dup), tp / (tp + fp)
+    return None, None, None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The dedup rule as params: candidates (dhash radius, crop join, cosine floor), then the overlay check."""
+
+    radius: int
+    crop_radius: int | None  # None: no crop join
+    similarity: float | None  # None: no embedding signal
+    match: float | None  # None: no overlay check
+
+    def hits(self, d: pd.DataFrame) -> pd.Series:
+        cand = d["full"] <= self.radius
+        if self.crop_radius is not None:
+            cand |= d["crop_distance"] <= self.crop_radius
+        if self.similarity is not None:
+            cand |= (d["cosine"] >= self.similarity).fillna(False)
+        if self.match is not None:
+            cand &= d["score"] >= self.match
+        return cand
+
+    def describe(self) -> str:
+        parts = [f"dhash <= {self.radius}"]
+        if self.crop_radius is not None:
+            parts.append(f"crop hashes <= {self.crop_radius}")
+        if self.similarity is not None:
+            parts.append(f"cosine >= {self.similarity:g}")
+        text = " or ".join(parts)
+        return f"({text}) and overlay >= {self.match:g}" if self.match is not None else text
+
+
+@dataclass
+class Calibration:
+    pairs: pd.DataFrame
+    tables: dict[str, pd.DataFrame]
+    per_edit: pd.DataFrame
+    recommended: dict[str, Any]
+    end_to_end: dict[str, dict[str, Any]]
+    rules: dict[str, Rule]
+    notes: list[str]
+    suspects: pd.DataFrame
+
+    def counts(self) -> dict[str, int]:
+        return {str(k): int(v) for k, v in self.pairs["kind"].map(
+            lambda k: k if k in (LOOK_ALIKE, UNRELATED) else ("duplicate" if k != "file" else "file")).value_counts().items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        def rows(t: pd.DataFrame) -> list[dict[str, Any]]:
+            return json.loads(t.to_json(orient="records"))
+
+        return {
+            "pairs": {"duplicates": int(self.pairs["duplicate"].sum()),
+                      "look_alikes": int((self.pairs["kind"] == LOOK_ALIKE).sum()),
+                      "unrelated": int((~self.pairs["duplicate"] & (self.pairs["kind"] != LOOK_ALIKE)).sum())},
+            "signals": {name: rows(t) for name, t in self.tables.items()},
+            "recall_per_edit": rows(self.per_edit),
+            "recommended": self.recommended,
+            "end_to_end": {name: {"rule": self.rules[name].describe(), **fig} for name, fig in self.end_to_end.items()},
+            "suspects": rows(self.suspects),
+            "notes": self.notes,
+        }
+
+
+def current_rule(params: Any, vectors: bool) -> Rule:
+    """The rule `datakit dedup` runs with these params (vectors: INPUT has an embeddings table)."""
+    from datakit.dedup.stage import plan
+    from datakit.errors import ParamsError
+
+    try:
+        pl = plan(params, vectors)
+    except ParamsError:
+        pl = plan(params.model_copy(update={"signals": None}), vectors)
+    return Rule(pl.radius, params.crop_threshold if pl.crop_join else None,
+                params.embedding_similarity if "embedding" in pl.signals else None,
+                pl.match_threshold if pl.verify else None)
+
+
+def summarise(d: pd.DataFrame, params: Any, *, has_table: bool, notes: list[str] | None = None) -> Calibration:
+    """Tables, recall per edit, recommendations and the whole rule's figures from measured pairs."""
+    notes = list(notes or [])
+    suspect = (d["kind"] == LOOK_ALIKE) & (d["score"] >= SUSPECT_SCORE)
+    suspects = d.loc[suspect, ["a_id", "b_id", "full", "cosine", "score"]].reset_index(drop=True)
+    if len(suspects):
+        notes.append(f"{len(suspects)} look-alike pair(s) overlay at >= {SUSPECT_SCORE}: most likely copies already inside "
+                     "the dataset, so they are left out of the figures (listed under suspects in --json; calibrating "
+                     "a dedup output leaves its groups out)")
+        d = d[~suspect].reset_index(drop=True)
+    if not d["duplicate"].any():
+        raise DatakitError("dedup calibrate: no duplicate pairs to measure (a pairs file needs some duplicate=1 rows)")
+    have_cos = bool(d["cosine"].notna().any())
+    tables = {name: signal_table(d, name) for name in SIGNALS if name != "embedding" or have_cos}
+    cur = current_rule(params, has_table)
+    radius = recommend_radius(d)
+    sim = recommend_similarity(d) if have_cos else None
+    match, m_recall, m_precision = recommend_match(d)
+    with_vectors = have_cos
+    crops_on = params.crops if params.crops is not None else not with_vectors
+    rec = Rule(radius if radius is not None else cur.radius,
+               params.crop_threshold if crops_on else None,
+               sim if with_vectors else None,
+               (match if match is not None else cur.match) if params.verify else None)
+    if match is None:
+        notes.append(f"no overlay threshold reaches precision {MIN_PRECISION} against the look-alikes; "
+                     "the current one is kept in the recommended rule")
+    recommended = {
+        "threshold": radius,
+        "embedding_similarity": sim,
+        "match_threshold": match,
+        "match_recall": m_recall,
+        "match_precision": m_precision,
+    }
+    rules = {"current": cur, "recommended": rec}
+    end = {name: _prf(r.hits(d), d) for name, r in rules.items()}
+    dup = d[d["duplicate"]]
+    per = []
+    for kind, g in dup.groupby("kind", sort=False):
+        row: dict[str, Any] = {"edit": kind, "pairs": len(g), f"dhash<={cur.radius}": float((g["full"] <= cur.radius).mean())}
+        row[f"crops<={params.crop_threshold}"] = float((g["crop_distance"] <= params.crop_threshold).mean())
+        if have_cos:
+            row[f"cosine>={params.embedding_similarity:g}"] = float((g["cosine"] >= params.embedding_similarity).mean())
+        row[f"overlay>={params.match_threshold:g}"] = float((g["score"] >= params.match_threshold).mean())
+        row["rule (current)"] = float(cur.hits(g).mean())
+        row["rule (recommended)"] = float(rec.hits(g).mean())
+        per.append(row)
+    return Calibration(d, tables, pd.DataFrame(per), recommended, end, rules, notes, suspects)
+
+
+def run(df: pd.DataFrame, root: Path, params: Any, *, input_dir: Path | None = None, pairs: Path | None = None,
+        sample: int = 100, seed: int = 0, hard_per_image: int = HARD_PER_IMAGE,
+        progress: Callable[[str], None] | None = None) -> Calibration:
+    """`datakit dedup calibrate` on a manifest (`params`: the whole params.yaml)."""
+    from datakit.embed import EMBEDDINGS, read_embeddings
+
+    say = progress or (lambda _msg: None)
+    p = params.dedup
+    notes: list[str] = []
+    source = Path(p.embeddings) if p.embeddings else (
+        (input_dir if input_dir.is_dir() else input_dir.parent) / EMBEDDINGS if input_dir is not None else None)
+    table, meta = None, None
+    if source is not None and source.exists():
+        ids, X, meta = read_embeddings(source)
+        table = (ids, X)
+    with tempfile.TemporaryDirectory(prefix="datakit-calibrate-") as tmp:
+        work = Path(tmp)
+        if pairs is not None:
+            ps = read_pairs(pairs, df, root)
+        else:
+            rows = sample_rows(df, sample, seed)
+            say(f"{'cosine' if table else 'dhash'} neighbours of {len(rows)} sampled images")
+            near = nearest_others(df, root, rows, hard_per_image, vectors=table, exact=p.exact, workers=p.workers)
+            ps = generate_pairs(df, root, rows, near, work / "copies", seed=seed)
+        settings, note = embed_settings(params, meta if table is not None else None)
+        if note:
+            notes.append(note)
+        say(f"vectors for {len(ps.paths)} pictures")
+        vectors, note = pair_vectors(ps, table, settings, work)
+        if note:
+            notes.append(note)
+        say(f"hashes and overlay scores of {len(ps.a)} pairs")
+        d = measure(ps, exact=p.exact, workers=p.workers, vectors=vectors)
+    return summarise(d, p, has_table=table is not None, notes=notes)
+
+
+__all__ = ["EDITS", "Calibration", "PairSet", "Rule", "edit", "generate_pairs", "measure", "nearest_others",
+           "read_pairs", "recommend_match", "recommend_radius", "recommend_similarity", "run", "sample_rows",
+           "signal_table", "summarise"]
