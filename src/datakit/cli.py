@@ -304,7 +304,7 @@ def dedup_calibrate(
 
     Without --pairs, every sampled image is compared with edited copies of itself (re-crop 4-16 %
     per axis, symmetric and one-sided; resize 50-90 %; JPEG q30-90; brightness +-20 %; a caption /
-    price tag; PNG; a stack of two), with its 5 nearest other images of INPUT (look-alikes: by
+    price tag; PNG; a stack of two), with as many of its nearest other images of INPUT (look-alikes: by
     cosine when INPUT has vectors, else by dhash; they decide precision) and with random other
     sampled images. Every pair gets its dhash distance (full and crop hashes), cosine (copies are
     embedded here with the table's embed.json settings, or embed: params) and overlay score."""
@@ -353,7 +353,8 @@ def dedup_calibrate(
                   f"cosine keeping >= 0.99 of the copies as candidates; current {p.embedding_similarity:g})")
     out.print(f"recommended dedup.match_threshold: [bold]{num(rec['match_threshold'], '.3f')}[/] (lowest overlay score "
               f"with precision >= 0.995 against the look-alikes: recall {num(rec['match_recall'])}, precision "
-              f"{num(rec['match_precision'])}; current {p.match_threshold:g})")
+              f"{num(rec['match_precision'])}, {rec['match_false_look_alikes'] if rec['match_false_look_alikes'] is not None else '-'} "
+              f"of {rec['look_alikes']} look-alikes above it; current {p.match_threshold:g})")
     t = Table(title="the whole rule: candidates and the overlay check")
     for col in ("params", "rule", "recall", "recall (re-crops)", "precision (look-alikes)", "precision (all)", "false look-alikes"):
         t.add_column(col, justify="left" if col in ("params", "rule") else "right")

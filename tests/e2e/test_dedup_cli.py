@@ -102,7 +102,7 @@ def test_calibrate_prints_a_table_and_a_radius(deduped) -> None:
     tmp, _, _ = deduped
     res = invoke("dedup", "calibrate", tmp / "scrape", "--sample", "12")
     assert res.exit_code == 0, res.output
-    assert "recommended dedup.threshold" in res.output and "recall per transform" in res.output
+    assert "recommended dedup.threshold" in res.output and "recall per edit" in res.output
 
 
 def test_bad_input_names_the_file(tmp_path) -> None:

@@ -12,8 +12,9 @@ signal on pairs whose answer is known:
   brightness +-20 %; a caption / price tag; PNG; and a stack of two of these);
 * look-alikes (hard negatives): each sampled image against its `hard_per_image` nearest *other*
   images of the dataset (by cosine when INPUT has vectors, else by dhash distance; rows of the
-  same `dup_group` are left out when INPUT is a dedup output). These are what the embedding
-  signal nominates, and what decides the precision of the overlay check;
+  same `dup_group` are left out when INPUT is a dedup output), as many as it has copies, so a
+  precision here is one at even odds. These are what the embedding signal nominates, and what
+  decides the precision of the overlay check;
 * unrelated: random pairs of sampled images.
 
 A look-alike that overlays at >= `SUSPECT_SCORE` is most likely a copy already in the dataset
@@ -62,7 +63,6 @@ Edit = Callable[[Image.Image, random.Random], Image.Image]
 
 TARGET_RECALL = 0.99
 MIN_PRECISION = 0.995
-HARD_PER_IMAGE = 5  # as many as the embedding signal nominates per image (dedup.embedding_neighbours)
 RADII = tuple(range(0, 41, 4))
 SIMILARITIES = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 SCORES = (0.9, 0.93, 0.95, 0.96, 0.965, 0.97, 0.975, 0.98, 0.99)
@@ -136,6 +136,7 @@ EDITS: dict[str, tuple[Edit, str | int]] = {
     "png": (_same, "png"),
     "stack": (_same, "jpeg"),  # two of STACKABLE, see `edit`
 }
+HARD_PER_IMAGE = len(EDITS)  # as many look-alikes as copies, so precision does not hang on the edit count
 STACKABLE = ("crop_sym", "crop_one", "resize", "brightness", "caption")
 CROPS = ("crop_sym", "crop_one")
 
@@ -297,15 +298,18 @@ def read_pairs(path: Path, df: pd.DataFrame, root: Path) -> PairSet:
     missing = [c for c in ("a", "b", "duplicate") if c not in table.columns]
     if missing:
         raise DatakitError(f"{path}: missing column(s) {', '.join(missing)} (expected a,b,duplicate)")
-    by_id = dict(zip(df["image_id"].astype(str), df["path"], strict=True))
+    by_id = dict(zip(df["image_id"].astype(str), df["path"].astype(str), strict=True))
+    by_path = {p: iid for iid, p in by_id.items()}
     ps = PairSet()
 
     def load(ref: str, line: int) -> int:
-        if ref in by_id:
-            return ps.picture(resolve(root, by_id[ref]), ref)
+        ref = ref.strip()
+        iid = ref if ref in by_id else by_path.get(ref)
+        if iid is not None:
+            return ps.picture(resolve(root, by_id[iid]), iid)
         p = Path(ref)
         if not p.is_file():
-            raise DatakitError(f"{path}: line {line}: {ref!r} is neither an image_id of the manifest nor a file")
+            raise DatakitError(f"{path}: line {line}: {ref!r} is neither an image_id or path of the manifest nor a file")
         return ps.picture(p.resolve(), None)
 
     for k, r in enumerate(table.itertuples(), start=2):
@@ -589,7 +593,7 @@ def current_rule(params: Any, vectors: bool) -> Rule:
                 pl.match_threshold if pl.verify else None)
 
 
-def summarise(d: pd.DataFrame, params: Any, *, has_table: bool, notes: list[str] | None = None) -> Calibration:
+def summarise(d: pd.DataFrame, params: Any, *, has_table: bool = False, notes: list[str] | None = None) -> Calibration:
     """Tables, recall per edit, recommendations and the whole rule's figures from measured pairs."""
     notes = list(notes or [])
     suspect = (d["kind"] == LOOK_ALIKE) & (d["score"] >= SUSPECT_SCORE)
@@ -622,6 +626,8 @@ def summarise(d: pd.DataFrame, params: Any, *, has_table: bool, notes: list[str]
         "match_threshold": match,
         "match_recall": m_recall,
         "match_precision": m_precision,
+        "match_false_look_alikes": int((d.loc[_hard(d) & ~d["duplicate"], "score"] >= match).sum()) if match is not None else None,
+        "look_alikes": int((_hard(d) & ~d["duplicate"]).sum()),
     }
     rules = {"current": cur, "recommended": rec}
     end = {name: _prf(r.hits(d), d) for name, r in rules.items()}
