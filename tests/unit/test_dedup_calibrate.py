@@ -173,6 +173,7 @@ def test_nearest_others_by_dhash_and_by_cosine(tmp_path) -> None:
     X = np.array([[1, 0], [0, 1], [0.9, 0.1], [-1, 0]], dtype=np.float32)
     near = C.nearest_others(df, tmp_path, np.array([0, 3]), 2, vectors=(list(scenes), X))
     assert near.tolist() == [[2, 1], [1, 2]]
+    assert C.nearest_others(df, tmp_path, np.array([0, 3]), 2, vectors=(list(scenes), X), block=1).tolist() == near.tolist()
     # rows of the same dup_group are never look-alikes
     grouped = df.assign(dup_group=["g", "g2", "g", "g3"])
     assert C.nearest_others(grouped, tmp_path, np.array([0]), 1, vectors=(list(scenes), X))[0, 0] == 1

@@ -205,27 +205,39 @@ def sample_rows(df: pd.DataFrame, sample: int, seed: int) -> np.ndarray:
 
 
 def nearest_others(df: pd.DataFrame, root: Path, rows: np.ndarray, k: int, *,
-                   vectors: tuple[list[str], np.ndarray] | None, exact: bool = False, workers: int = 0) -> np.ndarray:
+                   vectors: tuple[list[str], np.ndarray] | None, exact: bool = False, workers: int = 0,
+                   block: int = 65536) -> np.ndarray:
     """(len(rows), k) positions of each sampled row's nearest other rows of `df` (-1: none):
     by cosine when `vectors` (image_ids, X) are given, else by full dhash distance (INPUT's
     `dhash` column when it has one). The row itself, rows with the same image_id or path, and
-    rows of the same `dup_group` are never its neighbours."""
+    rows of the same `dup_group` are never its neighbours. Works through `df` in blocks of
+    columns, keeping the best `k` (memory: len(rows) x block)."""
     n = len(df)
+    k = max(0, min(k, n - 1))
+    out = np.full((len(rows), k), -1, dtype=np.int64)
+    if k == 0 or not len(rows):
+        return out
     if vectors is not None:
-        from datakit.embed import lookup
-
-        X, found = lookup(vectors[0], vectors[1], df["image_id"].astype(str))
+        pos = {iid: i for i, iid in enumerate(vectors[0])}
+        at = np.array([pos.get(str(iid), -1) for iid in df["image_id"]], dtype=np.int64)
+        X = vectors[1]
         norms = np.linalg.norm(X, axis=1)
-        found &= norms > 0
-        Xn = X / np.where(norms > 0, norms, 1.0)[:, None]
-        sim = Xn[rows] @ Xn.T
-        sim[:, ~found] = -np.inf
-        dist = -sim
+        ok = at >= 0
+        ok[ok] = norms[at[ok]] > 0
+
+        def unit(sel: np.ndarray) -> np.ndarray:
+            v = X[np.where(at[sel] >= 0, at[sel], 0)].astype(np.float32)
+            return v / np.where(ok[sel], norms[np.where(at[sel] >= 0, at[sel], 0)], 1.0)[:, None]
+
+        q = unit(rows)
+
+        def dist(lo: int, hi: int) -> np.ndarray:
+            return -(q @ unit(np.arange(lo, hi)).T).astype(np.float64)
     else:
         from datakit.dedup.index import pack_hex
 
-        if "dhash" in df.columns and df["dhash"].map(lambda h: isinstance(h, str)).all():
-            hexes: list[str | None] = df["dhash"].tolist()
+        if "dhash" in df.columns:
+            hexes: list[str | None] = [h if isinstance(h, str) else None for h in df["dhash"]]
             low = df["low_information"].fillna(False).to_numpy(bool) if "low_information" in df.columns else np.zeros(n, bool)
         else:
             from datakit.dedup.hashing import hash_paths
@@ -235,23 +247,29 @@ def nearest_others(df: pd.DataFrame, root: Path, rows: np.ndarray, k: int, *,
             low = np.array([False if isinstance(r, ImageRejected) else bool(r.low_information) for r in res])
         ok = np.array([h is not None for h in hexes]) & ~low
         bits = pack_hex([h if h is not None else "0" * 64 for h in hexes])
-        dist = np.bitwise_count(bits[rows][:, None, :] ^ bits[None, :, :]).sum(axis=2).astype(np.float64)
-        dist[:, ~ok] = np.inf
-    ids = df["image_id"].astype(str).to_numpy()
-    paths = df["path"].astype(str).to_numpy()
-    groups = df["dup_group"].astype(str).to_numpy() if "dup_group" in df.columns else None
-    for r_i, r in enumerate(rows):
-        same = (ids == ids[r]) | (paths == paths[r])
-        if groups is not None:
-            same |= groups == groups[r]
-        dist[r_i, same] = np.inf
-    k = min(k, n - 1)
-    out = np.full((len(rows), max(k, 0)), -1, dtype=np.int64)
-    if k <= 0:
-        return out
-    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
-    finite = np.isfinite(np.take_along_axis(dist, order, axis=1))
-    out[finite] = order[finite]
+        qb = bits[rows]
+
+        def dist(lo: int, hi: int) -> np.ndarray:
+            return np.bitwise_count(qb[:, None, :] ^ bits[None, lo:hi, :]).sum(axis=2).astype(np.float64)
+
+    codes = [pd.factorize(df["image_id"].astype(str))[0], pd.factorize(df["path"].astype(str))[0]]
+    if "dup_group" in df.columns:
+        codes.append(pd.factorize(df["dup_group"].astype(str))[0])
+    best_d = np.full((len(rows), k), np.inf)
+    best_i = np.full((len(rows), k), -1, dtype=np.int64)
+    for lo in range(0, n, block):
+        hi = min(n, lo + block)
+        d = dist(lo, hi)
+        d[:, ~ok[lo:hi]] = np.inf
+        for c in codes:
+            d[c[rows][:, None] == c[None, lo:hi]] = np.inf
+        cand_d = np.concatenate([best_d, d], axis=1)
+        cand_i = np.concatenate([best_i, np.broadcast_to(np.arange(lo, hi), d.shape)], axis=1)
+        order = np.argsort(cand_d, axis=1, kind="stable")[:, :k]
+        best_d = np.take_along_axis(cand_d, order, axis=1)
+        best_i = np.take_along_axis(cand_i, order, axis=1)
+    finite = np.isfinite(best_d)
+    out[finite] = best_i[finite]
     return out
 
 
