@@ -131,6 +131,9 @@ def test_match_threshold_is_the_lowest_score_with_precision_995() -> None:
     t, recall, precision = C.recommend_match(_dist([1.0] * 400, [0.5] * 105, dup, neg))
     assert t == 0.975 and recall == 1.0 and precision == 1.0  # 5 above 0.97 is too many
     assert C.recommend_match(_dist([1.0] * 4, [0.5] * 4, [0.5] * 4, [0.99] * 4)) == (None, None, None)
+    d = _dist([1.0] * 400, [0.5] * 105, dup, neg)
+    assert C.same_recall_ceiling(d, 0.975, 1.0) == 0.975  # the 0.975 copies are lost above it
+    assert C.same_recall_ceiling(_dist([1.0] * 3, dup_score=[0.98, 0.99, 1.0]), 0.9, 1.0) == 0.98
 
 
 def test_radius_is_the_smallest_finding_99_percent_of_uncropped_copies() -> None:

@@ -536,6 +536,22 @@ def recommend_match(d: pd.DataFrame, min_precision: float = MIN_PRECISION) -> tu
     return None, None, None
 
 
+def same_recall_ceiling(d: pd.DataFrame, threshold: float | None, recall: float | None) -> float | None:
+    """The highest overlay score (0.005 steps) that still keeps `recall` of the copies: between
+    it and the recommended (lowest) threshold recall is the same and precision only gains."""
+    if threshold is None or recall is None:
+        return None
+    dup = d.loc[d["duplicate"], "score"].to_numpy()
+    best = threshold
+    for k in range(round(threshold * 1000), 1001, 5):
+        t = round(k / 1000, 3)
+        if (dup >= t).mean() >= recall - 1e-12:
+            best = t
+        else:
+            break
+    return best
+
+
 @dataclass(frozen=True)
 class Rule:
     """The dedup rule as params: candidates (dhash radius, crop join, cosine floor), then the overlay check."""
@@ -644,6 +660,7 @@ def summarise(d: pd.DataFrame, params: Any, *, has_table: bool = False, notes: l
         "match_threshold": match,
         "match_recall": m_recall,
         "match_precision": m_precision,
+        "match_threshold_same_recall": same_recall_ceiling(d, match, m_recall),
         "match_false_look_alikes": int((d.loc[_hard(d) & ~d["duplicate"], "score"] >= match).sum()) if match is not None else None,
         "look_alikes": int((_hard(d) & ~d["duplicate"]).sum()),
     }
@@ -700,5 +717,5 @@ def run(df: pd.DataFrame, root: Path, params: Any, *, input_dir: Path | None = N
 
 
 __all__ = ["EDITS", "Calibration", "PairSet", "Rule", "edit", "generate_pairs", "measure", "nearest_others",
-           "read_pairs", "recommend_match", "recommend_radius", "recommend_similarity", "run", "sample_rows",
+           "read_pairs", "recommend_match", "recommend_radius", "recommend_similarity", "run", "same_recall_ceiling", "sample_rows",
            "signal_table", "summarise"]
