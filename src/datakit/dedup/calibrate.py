@@ -17,7 +17,7 @@ signal on pairs whose answer is known:
   decides the precision of the overlay check;
 * unrelated: random pairs of sampled images.
 
-A look-alike that overlays at >= `SUSPECT_SCORE` is most likely a copy already in the dataset
+A look-alike (or a random pair) that overlays at >= `SUSPECT_SCORE` is most likely a copy already in the dataset
 (different shots of look-alike scenes stay at <= 0.962 on real photos): such pairs are listed as
 suspects and left out of the figures rather than counted as false pairs.
 
@@ -630,10 +630,10 @@ def current_rule(params: Any, vectors: bool) -> Rule:
 def summarise(d: pd.DataFrame, params: Any, *, has_table: bool = False, notes: list[str] | None = None) -> Calibration:
     """Tables, recall per edit, recommendations and the whole rule's figures from measured pairs."""
     notes = list(notes or [])
-    suspect = (d["kind"] == LOOK_ALIKE) & (d["score"] >= SUSPECT_SCORE)
-    suspects = d.loc[suspect, ["a_id", "b_id", "full", "cosine", "score"]].reset_index(drop=True)
+    suspect = d["kind"].isin([LOOK_ALIKE, UNRELATED]) & (d["score"] >= SUSPECT_SCORE)
+    suspects = d.loc[suspect, ["a_id", "b_id", "kind", "full", "cosine", "score"]].reset_index(drop=True)
     if len(suspects):
-        notes.append(f"{len(suspects)} look-alike pair(s) overlay at >= {SUSPECT_SCORE}: most likely copies already inside "
+        notes.append(f"{len(suspects)} look-alike or unrelated pair(s) overlay at >= {SUSPECT_SCORE}: most likely copies already inside "
                      "the dataset, so they are left out of the figures (listed under suspects in --json; calibrating "
                      "a dedup output leaves its groups out)")
         d = d[~suspect].reset_index(drop=True)
