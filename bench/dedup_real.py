@@ -376,8 +376,8 @@ def audit_folder(work: Path, truth: dict, dk: str, seed: int) -> dict:
     rep = json.loads((proj / "reports" / "audit.json").read_text())
     flagged_fams: set[str] = set()
     false_flags = 0
-    for p in rep.get("leaks", rep.get("leak_pairs", [])):
-        a, b = (Path(str(p.get(k, ""))) for k in ("a_path", "b_path"))
+    for p in rep["leak_pairs"]:
+        a, b = Path(str(p["path_a"])), Path(str(p["path_b"]))
         fa, fb = (x.stem.split("__")[0] for x in (a, b))
         if fa == fb:
             flagged_fams.add(fa)
@@ -422,21 +422,11 @@ def main(argv: list[str]) -> int:
         else:
             raise SystemExit(f"unknown contender {name!r}")
         print(f"  {name}: {time.perf_counter() - t0:.0f} s", flush=True)
+        _print_table(results)
     if not args.no_audit and "default" in wanted:
         results["datakit audit (folder)"] = audit_folder(args.work, truth, args.datakit, args.seed)
 
-    edits = [e for e in EDITS]
-    head = f"{'contender':<30}" + "".join(f"{e:>9}" for e in edits) + f"{'crops':>7}{'others':>7}{'pairPrec':>9}{'wrong':>6}{'confl':>7}{'leaks':>6}"
-    print("\nrecall per edit (original and copy in one group); pair precision over every pair in a group")
-    print(head)
-    for name, res in results.items():
-        if "recall" not in res:
-            continue
-        rec = res["recall"]
-        line = f"{name:<30}" + "".join(f"{rec.get(e, float('nan')):>9.3f}" for e in edits)
-        line += f"{res['recall_crops']:>7.3f}{res['recall_non_crop']:>7.3f}{res['pair_precision'] or 0:>9.4f}{res['pairs_wrong']:>6}"
-        line += f"{res.get('conflicts_flagged', float('nan')):>7.3f}{res.get('cross_split_leaks', '-')!s:>6}"
-        print(line)
+    _print_table(results)
     if "datakit audit (folder)" in results:
         a = results["datakit audit (folder)"]
         print(f"\naudit on a SPLIT/LABEL folder: {a['flagged']:.3f} of {a['planted']} planted cross-split copies flagged, "
@@ -450,6 +440,21 @@ def main(argv: list[str]) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))
     return 0
+
+
+def _print_table(results: dict[str, dict]) -> None:
+    edits = list(EDITS)
+    head = f"{'contender':<30}" + "".join(f"{e:>9}" for e in edits) + f"{'crops':>7}{'others':>7}{'pairPrec':>9}{'wrong':>6}{'confl':>7}{'leaks':>6}"
+    print("\nrecall per edit (original and copy in one group); pair precision over every pair in a group")
+    print(head)
+    for name, res in results.items():
+        if "recall" not in res:
+            continue
+        rec = res["recall"]
+        line = f"{name:<30}" + "".join(f"{rec.get(e, float('nan')):>9.3f}" for e in edits)
+        line += f"{res['recall_crops']:>7.3f}{res['recall_non_crop']:>7.3f}{res['pair_precision'] or 0:>9.4f}{res['pairs_wrong']:>6}"
+        line += f"{res.get('conflicts_flagged', float('nan')):>7.3f}{res.get('cross_split_leaks', '-')!s:>6}"
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

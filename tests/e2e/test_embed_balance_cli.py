@@ -25,7 +25,8 @@ def project(tmp_path_factory) -> tuple[Path, Path]:
     params = write_params(tmp, items=["vest", "hoodie", "shirt"], attributes=["striped", "dotted"], per_query=12)
     doc = yaml.safe_load(params.read_text())
     doc["embed"] = {"backbone": "resnet18", "pretrained": False, "image_size": 32, "batch_size": 16, "workers": 0}
-    doc["dedup"] = {"signals": ["dhash", "embedding"], "embedding_similarity": 0.99999}
+    # the embedding signal on but nearly inert (random weights), the dhash as wide as without vectors
+    doc["dedup"] = {"signals": ["dhash", "embedding"], "embedding_similarity": 0.99999, "threshold": 28, "crops": True}
     doc["split"] = {"ratios": {"train": 0.6, "val": 0.2, "test": 0.2}}
     params.write_text(yaml.safe_dump(doc))
     r = tmp / "reports"
