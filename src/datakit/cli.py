@@ -356,8 +356,8 @@ def dedup_calibrate(
               f"{num(rec['match_precision'])}, {rec['match_false_look_alikes'] if rec['match_false_look_alikes'] is not None else '-'} "
               f"of {rec['look_alikes']} look-alikes above it; current {p.match_threshold:g})")
     if rec["match_threshold_same_recall"] is not None and rec["match_threshold_same_recall"] > rec["match_threshold"]:
-        out.print(f"  recall stays the same up to {rec['match_threshold_same_recall']:.3f}: a threshold in between "
-                  "trades nothing for precision")
+        out.print(f"  recall stays the same up to {rec['match_threshold_same_recall']:.3f}: any threshold from "
+                  f"{rec['match_threshold']:.3f} to there finds the same copies; the higher, the fewer look-alikes pass")
     t = Table(title="the whole rule: candidates and the overlay check")
     for col in ("params", "rule", "recall", "recall (re-crops)", "precision (look-alikes)", "precision (all)", "false look-alikes"):
         t.add_column(col, justify="left" if col in ("params", "rule") else "right")
