@@ -225,7 +225,7 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
     }))
     print(f"probe: {len(split_of)} photos in {len(names)} coarse classes -> {work}")
     t0 = time.monotonic()
-    _cli("scrape", "--provider", "folder", "--source", "photos", "--per-query", "100000", "--params", "params.yaml",
+    _cli("scrape", "--provider", "folder", "--source", "photos", "--per-query", "10000", "--params", "params.yaml",
          "--out", "data/scrape", "--report", "reports/scrape.json", cwd=work)
     df = pd.read_parquet(work / "data/scrape/manifest.parquet")
     df["split"] = df["provider_id"].map(split_of)

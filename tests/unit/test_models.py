@@ -354,6 +354,7 @@ def test_finetune_and_probe_on_the_pretrained_backbone(tmp_path: Path) -> None:
     assert probe.backbone == LITE0
     rep = train(df, probe, root=root, input_dir=balance, out_dir=tmp_path / "probe", augment=parse_augment(None))
     assert rep["val_accuracy"] == 1.0  # solid colours: ImageNet features separate them
+    assert rep["best_epoch"] == rep["epochs_run"] and not rep["stopped_early"]  # fitted to convergence
     lm = load_model(tmp_path / "probe")
     assert lm.payload["embed_meta"]["backbone"] == LITE0 and lm.payload["feature_dim"] == 1280
 

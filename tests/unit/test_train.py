@@ -103,7 +103,8 @@ def test_params_defaults_follow_the_mode_and_errors_name_the_key() -> None:
     p = parse_train(None)
     assert (p.mode, p.backbone, p.pretrained, p.epochs, p.lr, p.class_weights) == ("finetune", "resnet18", True, 10, 1e-3, "auto")
     probe = parse_train({"mode": "linear_probe"})
-    assert (probe.epochs, probe.batch_size, probe.lr, probe.weight_decay) == (30, 1024, 1.0, 1e-3)
+    assert (probe.epochs, probe.batch_size, probe.lr, probe.weight_decay) == (30, 1024, 1.0, None)  # L2: 1 / n_train
+    assert (probe.backbone, probe.patience) == ("efficientnet_lite0", 0)  # the embed default; fitted to convergence
     assert parse_train({"mode": "linear_probe", "epochs": 7}).epochs == 7
     for bad, key in [({"backbone": "resnet"}, "train.backbone"), ({"epochs": 0}, "train.epochs"),
                      ({"colour": 1}, "train.colour: unknown key"), ({"mode": "probe"}, "train.mode"),

@@ -8,8 +8,12 @@ logs to dvclive and writes `OUT/model.pt` and `OUT/history.csv` (rank 0 only).
 Modes. `finetune`: AdamW, the new head at `lr` and the backbone at `lr * backbone_lr_scale`
 (0 freezes it), cosine schedule over `epochs`, mini-batches of uint8 crops. `linear_probe`: a
 standardising linear head on the embedding vectors, fitted full-batch with L-BFGS (the method of
-scikit-learn's LogisticRegression; `weight_decay` is the L2 coefficient, one epoch is
-`PROBE_ITERS_PER_EPOCH` iterations), so it converges in seconds whatever the row count.
+scikit-learn's LogisticRegression; `weight_decay` is the L2 coefficient, by default 1 / n_train,
+which is that estimator's objective at C = 1; one epoch is `PROBE_ITERS_PER_EPOCH` iterations),
+so it converges in seconds whatever the row count. With `patience: 0` (the probe's default) the
+probe is fitted to convergence and the last epoch is kept, as scikit-learn does: the L2 term, not
+the val loss, regularises it (picking the epoch of least val loss stopped a 43-class grocery probe
+after 10 iterations, 2.7 points below scikit-learn on the test set).
 
 Devices. On CUDA: bf16 autocast (`amp`), channels_last, pinned host memory and non-blocking
 copies; images travel as uint8 and are normalised on the device. On the CPU: float32.
@@ -438,11 +442,12 @@ def fit(train: pd.DataFrame, val: pd.DataFrame, labels: list[str], params: Train
         optimizer = torch.optim.LBFGS(model.parameters(), lr=lr, max_iter=PROBE_ITERS_PER_EPOCH, history_size=20,
                                       line_search_fn="strong_wolfe")
         head_weight = model.linear.weight  # type: ignore[union-attr]
+        l2 = params.weight_decay if params.weight_decay is not None else 1.0 / n_train
 
         def closure() -> torch.Tensor:
             optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(X_all), y_all, weight=weight, label_smoothing=params.label_smoothing)
-            loss = loss + 0.5 * params.weight_decay * (head_weight**2).sum()
+            loss = loss + 0.5 * l2 * (head_weight**2).sum()
             loss.backward()
             return loss
     val_loader = None
@@ -514,7 +519,8 @@ def fit(train: pd.DataFrame, val: pd.DataFrame, labels: list[str], params: Train
                 epoch=epoch, tl=_fmt(row["train_loss"]), vl=_fmt(row["val_loss"]), va=_fmt(row["val_accuracy"]),
                 vb=_fmt(row["val_balanced_accuracy"]), s=row["seconds"]))
         value = row.get(params.monitor)
-        if value is None:  # nothing to validate on: the last epoch is the one kept
+        if value is None or (not images and not params.patience):
+            # nothing to validate on, or a probe fitted to convergence: the last epoch is kept
             best_epoch, best_state = epoch, None
             continue
         improved = best_value is None or (

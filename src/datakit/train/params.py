@@ -19,10 +19,11 @@ EVALUATE = "evaluate"
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
     "finetune": {"backbone": "resnet18", "epochs": 10, "batch_size": 32, "lr": 1e-3, "weight_decay": 1e-4},
     # the probe: full-batch L-BFGS; an epoch is 10 iterations, lr the L-BFGS step, weight_decay
-    # the L2 coefficient (sklearn's LogisticRegression C=1 on ~1000 rows is about 1e-3); the
+    # the L2 coefficient (null: 1 / n_train, sklearn's LogisticRegression at C=1), fitted to
+    # convergence (patience 0: the last epoch is kept, no selection by val loss); the
     # backbone is the one `datakit embed` uses by default (ImageNet weights offline)
     "linear_probe": {"backbone": "efficientnet_lite0", "epochs": 30, "batch_size": 1024, "lr": 1.0,
-                     "weight_decay": 1e-3},
+                     "weight_decay": None, "patience": 0},
 }
 
 
@@ -41,10 +42,10 @@ class TrainParams(BaseModel):
     batch_size: int = Field(32, ge=1, le=65_536, description="finetune: images per step and process; linear_probe: inference batch (training is full-batch)")
     lr: float = Field(1e-3, gt=0, le=10, description="finetune: head learning rate (AdamW); linear_probe: L-BFGS step")
     backbone_lr_scale: float = Field(0.1, ge=0, le=1, description="backbone lr = lr x this (0 freezes the backbone)")
-    weight_decay: float = Field(1e-4, ge=0, le=1, description="finetune: AdamW's decoupled decay; linear_probe: L2 coefficient")
+    weight_decay: float | None = Field(1e-4, ge=0, le=1, description="finetune: AdamW's decoupled decay; linear_probe: L2 coefficient (null: 1 / n_train)")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     scheduler: Literal["cosine", "none"] = "cosine"
-    patience: int = Field(3, ge=0, description="epochs without improvement before stopping (0: never stop early)")
+    patience: int = Field(3, ge=0, description="epochs without improvement before stopping (0: never stop early; a probe then keeps its last, converged epoch)")
     monitor: Literal["val_loss", "val_accuracy", "val_balanced_accuracy"] = "val_loss"
     min_delta: float = Field(0.0, ge=0, description="smallest change of `monitor` that counts as an improvement")
     class_weights: str = Field("auto", description="auto (INPUT/class_weights.json when present), none, or a JSON file")
