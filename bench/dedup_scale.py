@@ -218,7 +218,9 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     ids, X = load_vectors(table)
     t_load = time.perf_counter() - t0
     t0 = time.perf_counter()
-    vi, vj, vs = neighbour_pairs(X, args.k, args.min_similarity, method=args.method, workers=args.workers)
+    stats: dict[str, float] = {}
+    vi, vj, vs = neighbour_pairs(X, args.k, args.min_similarity, method=args.method, workers=args.workers,
+                                 stats=stats)
     t_vec = time.perf_counter() - t0
     peak = status_kib("VmHWM") if hwm_ok else None
     n = len(ids)
@@ -257,7 +259,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         "recall_planted_queries": round(hit_pl / n_true_pl, 4) if n_true_pl else 1.0,
         "max_sim_error": float(max(err)) if err else 0.0,
         "brute_s_per_query": round(brute_per_query, 5), "brute_selfjoin_s": round(brute_selfjoin, 1),
-        "ratio_brute": round(brute_selfjoin / t_vec, 1),
+        "ratio_brute": round(brute_selfjoin / t_vec, 1), "phases": stats,
     }
 
 
@@ -294,6 +296,8 @@ def _fmt(row: dict[str, Any]) -> None:
     print(f"  dhash near_pairs r={row['radius']}    {row['hash_s']:.2f} s, {row['hash_pairs']:,} pairs")
     print(f"  load_vectors (parquet->f16) {row['load_s']:.2f} s")
     print(f"  neighbour_pairs           {row['vector_s']:.2f} s, {row['vector_pairs']:,} pairs")
+    if row.get("phases"):
+        print("    phases: " + ", ".join(f"{k} {v:,}" for k, v in row["phases"].items()))
     print(f"  total                     {row['total_s']:.2f} s (goal <= {GOAL_S:.0f} s: {ok(row['total_s'] <= GOAL_S)})")
     print(f"  peak RSS                  {row['peak_rss_mib']:.0f} MiB (goal <= {GOAL_MIB:.0f} MiB: "
           f"{ok(row['peak_rss_mib'] <= GOAL_MIB)}) [VmHWM; {row['rss_before_mib']:.0f} MiB before]")

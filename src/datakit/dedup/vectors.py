@@ -90,7 +90,8 @@ class ApproxParams:
         dims: Principal directions kept for the search (the full width when smaller).
         sample: Rows the projection and the cells are fitted on.
         cells: Cells of the coarse quantiser; 0 means ``2 sqrt(n)`` (at most 8,192).
-        nprobe: Cells each row probes.
+        nprobe: Cells a row probes at most ...
+        probe_slack: ... of those whose centroid is within this similarity of its nearest one.
         iterations: k-means iterations.
         margin: Candidates are kept when their reduced score is >= ``min_similarity - margin``.
         kprime: At most this many candidates per row are re-scored exactly; 0 means ``2 k + 2``.
@@ -104,7 +105,8 @@ class ApproxParams:
     dims: int = 128
     sample: int = 20_000
     cells: int = 0
-    nprobe: int = 32
+    nprobe: int = 12
+    probe_slack: float = 0.2
     iterations: int = 6
     margin: float = 0.05
     kprime: int = 0
@@ -299,7 +301,7 @@ def _project(X: np.ndarray, inv: np.ndarray, p: ApproxParams) -> np.ndarray:
             V, _r = np.linalg.qr(C @ V)
         w, E = np.linalg.eigh((V.T @ C @ V).astype(np.float64))
         U = np.ascontiguousarray((V @ E[:, ::-1][:, : p.dims].astype(np.float32)), dtype=np.float32)
-    out = np.empty((n, d if U is None else p.dims), dtype=np.float32)
+    out = np.empty((n, d if U is None else p.dims), dtype=np.float16)  # widened in cell order later
     for s in range(0, n, _CHUNK):
         x = np.asarray(X[s : s + _CHUNK], dtype=np.float32) * inv[s : s + _CHUNK, None]
         y = x if U is None else x @ U
@@ -315,7 +317,7 @@ def _kmeans(P: np.ndarray, alive: np.ndarray, cells: int, p: ApproxParams) -> np
     """Spherical k-means centroids (cells x dims) trained on a sample of the live rows."""
     rng = np.random.default_rng(p.seed + 1)
     m = min(len(alive), max(cells * 32, p.sample))
-    xs = P[np.sort(rng.choice(alive, size=m, replace=False))]
+    xs = P[np.sort(rng.choice(alive, size=m, replace=False))].astype(np.float32)
     C = xs[rng.choice(m, size=cells, replace=False)].copy()
     for _ in range(p.iterations):
         a = np.empty(m, dtype=np.int64)
@@ -329,22 +331,26 @@ def _kmeans(P: np.ndarray, alive: np.ndarray, cells: int, p: ApproxParams) -> np
     return C
 
 
-def _assign(P: np.ndarray, C: np.ndarray, nprobe: int, workers: int) -> np.ndarray:
-    """The ``nprobe`` cells nearest to every row (n x nprobe int32; column 0 is the nearest)."""
+def _assign(P: np.ndarray, C: np.ndarray, nprobe: int, slack: float, workers: int) -> np.ndarray:
+    """The cells every row probes (n x nprobe int32, nearest first, -1 padded): its nearest cell and
+    the next ones, at most ``nprobe``, whose centroid similarity is within `slack` of the nearest."""
     n = len(P)
     nc = len(C)
     nprobe = min(nprobe, nc)
     probes = np.empty((n, nprobe), dtype=np.int32)
 
     def one(s: int) -> None:
-        S = P[s : s + _CHUNK] @ C.T
+        S = np.asarray(P[s : s + _CHUNK], dtype=np.float32) @ C.T
         if nprobe < nc:
             top = np.argpartition(S, nc - nprobe, axis=1)[:, nc - nprobe :]
         else:
             top = np.broadcast_to(np.arange(nc), S.shape).copy()
         vals = np.take_along_axis(S, top, axis=1)
         o = np.argsort(-vals, axis=1, kind="stable")
-        probes[s : s + _CHUNK] = np.take_along_axis(top, o, axis=1)
+        vals = np.take_along_axis(vals, o, axis=1)
+        top = np.take_along_axis(top, o, axis=1)
+        top[vals < vals[:, :1] - np.float32(slack)] = -1
+        probes[s : s + _CHUNK] = top
 
     _run(one, range(0, n, _CHUNK), workers)
     return probes
@@ -393,7 +399,8 @@ def _approx(X: np.ndarray, k: int, min_similarity: float, workers: int, side: np
     cells = min(cells, len(alive))
     C = _kmeans(P, alive, cells, p)
     clock("kmeans_s")
-    probes = _assign(P[alive], C, p.nprobe, workers)
+    probes = _assign(P if len(alive) == n else P[alive], C, p.nprobe, p.probe_slack, workers)
+    stats["probes_per_row"] = round(float((probes >= 0).sum()) / max(1, len(probes)), 2)
     clock("assign_s")
     stats["cells"] = cells
     # rows in cell order: cell c holds sorted positions mstart[c]:mstart[c+1]; `rows` maps a
@@ -404,7 +411,7 @@ def _approx(X: np.ndarray, k: int, min_similarity: float, workers: int, side: np
     probes = probes[order]
     primary = probes[:, 0]
     mstart = np.searchsorted(primary, np.arange(cells + 1))
-    Ps = P[rows]
+    Ps = P[rows].astype(np.float32)
     del P
     sd = None if side is None else side[rows]
     t = np.float32(min_similarity - p.margin)
@@ -436,7 +443,7 @@ def _approx(X: np.ndarray, k: int, min_similarity: float, workers: int, side: np
     flat = probes[:, 1:].reshape(-1)
     qorder = np.argsort(flat, kind="stable")
     qpos = (qorder // max(1, probes.shape[1] - 1)).astype(np.int32)
-    qstart = np.searchsorted(flat[qorder], np.arange(cells + 1))
+    qstart = np.searchsorted(flat[qorder], np.arange(cells + 1))  # -1 (no probe) sorts first
     del flat, qorder
 
     def other(c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -454,16 +461,18 @@ def _approx(X: np.ndarray, k: int, min_similarity: float, workers: int, side: np
         # scored there, as a query of that cell)
         keep = ~(probes[a + c2] == primary[Q[r2]][:, None]).any(axis=1)
         r2, c2 = r2[keep], c2[keep]
-        own_ = np.concatenate([Q[r1], a + c2])
-        cnd = np.concatenate([a + c1, Q[r2]])
+        own_ = np.concatenate([Q[r1], a + c2]).astype(np.int32)
+        cnd = np.concatenate([a + c1, Q[r2]]).astype(np.int32)
         return own_, cnd, np.concatenate([S[r1, c1], S[r2, c2]])
 
     parts = _run(other, range(cells), workers)
-    Ps = np.empty((0, 0), dtype=np.float32)  # free the reduced rows before re-scoring
+    # free the reduced rows and the probe lists before merging
+    Ps = np.empty((0, 0), dtype=np.float32)
+    probes = qpos = np.empty((0, 0), dtype=np.int32)
     clock("probe_s")
     fin = np.isfinite(best_s)
-    owner = np.concatenate([np.nonzero(fin)[0]] + [x[0] for x in parts])
-    cand = np.concatenate([best_j[fin]] + [x[1] for x in parts])
+    owner = np.concatenate([np.nonzero(fin)[0].astype(np.int32)] + [x[0] for x in parts])
+    cand = np.concatenate([best_j[fin].astype(np.int32)] + [x[1] for x in parts])
     score = np.concatenate([best_s[fin]] + [x[2] for x in parts])
     stats["emitted"] = int(sum(len(x[0]) for x in parts))
     del parts, fin
@@ -642,6 +651,8 @@ def load_vectors(path: Path | str, wanted: Iterable[str] | None = None, *, batch
             ids.extend(bid)
     except (pa.ArrowInvalid, OSError) as exc:
         raise ManifestError(f"corrupt embeddings table {path}: {exc}") from None
+    finally:
+        pa.default_memory_pool().release_unused()  # Arrow's allocator keeps freed batches otherwise
     if len(set(ids)) != len(ids):
         raise ManifestError(f"{path}: duplicate image_id rows")
     return ids, out[:m]
