@@ -347,7 +347,7 @@ def _hamming_hex(a: Any, b: Any) -> int:
 def audit_records(table: pd.DataFrame, *, radius: int = DEFAULT_RADIUS, max_leaks: int = 0,
                   hashes: str = "recompute", unreadable: Sequence[dict[str, str]] = (),
                   skipped: Sequence[str] = (), embeddings: tuple[list[str], np.ndarray] | None = None,
-                  neighbours: int = 5, similarity: float = 0.75, files: Sequence[str] | None = None,
+                  neighbours: int = 10, similarity: float = 0.75, files: Sequence[str] | None = None,
                   match_threshold: float = 0.97, workers: int = 1) -> AuditReport:
     """Run the checks on a prepared table.
 
@@ -483,7 +483,7 @@ def _fill(t: pd.DataFrame, prints: Sequence[_Print | tuple[str, str]]) -> list[d
 
 def audit_manifest(df: pd.DataFrame, root: Path, *, radius: int = DEFAULT_RADIUS, max_leaks: int = 0,
                    hashes: str = "recompute", workers: int = 1, embeddings: tuple[list[str], np.ndarray] | None = None,
-                   neighbours: int = 5, similarity: float = 0.75, verify: bool = True,
+                   neighbours: int = 10, similarity: float = 0.75, verify: bool = True,
                    match_threshold: float = 0.97) -> AuditReport:
     """Audit a split manifest (`image_id`, `path`, `label`, `split`; rows with ``keep == False``
     are left out).
@@ -571,7 +571,7 @@ def _folder_files(folder: Path) -> tuple[list[tuple[str, str, str]], list[str]]:
 
 
 def audit_folder(folder: Path, *, radius: int = DEFAULT_RADIUS, max_leaks: int = 0, workers: int = 1,
-                 embeddings: tuple[list[str], np.ndarray] | None = None, neighbours: int = 5,
+                 embeddings: tuple[list[str], np.ndarray] | None = None, neighbours: int = 10,
                  similarity: float = 0.75, verify: bool = True, match_threshold: float = 0.97) -> AuditReport:
     """Audit a layout a user already has: ``folder/<split>/<label>/<image files>``.
 

@@ -151,7 +151,7 @@ class DedupParams(_Model):
                           "(cosine neighbours of datakit embed vectors: they find re-crops)"
     )
     embedding_similarity: float = Field(0.75, gt=0.0, le=1.0, description="cosine similarity at or above which a neighbour is a candidate pair")
-    embedding_neighbours: int = Field(5, ge=1, le=100, description="nearest neighbours per image considered by the embedding signal")
+    embedding_neighbours: int = Field(10, ge=1, le=100, description="nearest neighbours per image considered by the embedding signal")
     embeddings: str | None = Field(None, description="an embed folder or embeddings.parquet (default: INPUT/embeddings.parquet)")
     verify: bool = Field(True, description="accept a candidate pair only when one picture overlays the other (pixel alignment, datakit.dedup.verify)")
     match_threshold: float = Field(0.97, ge=-1.0, le=1.0, description="overlay score at or above which a candidate pair is a near-duplicate")
@@ -189,7 +189,7 @@ class AuditParams(_Model):
         "auto", description="vectors that nominate candidates (they find re-crops): an embed folder or embeddings.parquet; "
                             "'compute': embed the audited images here (embed: settings); 'auto': compute when the model "
                             "can be built, else dhash only; 'none'")
-    neighbours: int = Field(5, ge=1, le=100, description="nearest neighbours per image considered by the embedding signal")
+    neighbours: int = Field(10, ge=1, le=100, description="nearest neighbours per image considered by the embedding signal")
     similarity: float = Field(0.75, gt=0.0, le=1.0, description="cosine similarity at or above which a neighbour is a candidate")
     verify: bool = Field(True, description="count a candidate only when one picture overlays the other (as dedup)")
     match_threshold: float = Field(0.97, ge=-1.0, le=1.0, description="overlay score at or above which a pair is a copy")

@@ -68,6 +68,32 @@ def test_look_alike_shots_do_not_overlay(other: int | str) -> None:
     assert _score(a, _jpeg(b, 92)) < V.DEFAULT_THRESHOLD
 
 
+def _recoloured(im: Image.Image, hue: int) -> Image.Image:
+    """The middle of the picture (a garment on a backdrop) in another colour of the same
+    lightness: the chroma (Cb, Cr) turned by `hue` degrees, the luma kept."""
+    ycc = np.asarray(im.convert("YCbCr"), dtype=np.float32).copy()
+    h, w = ycc.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    inside = ((xx - w / 2) / (w * 0.33)) ** 2 + ((yy - h / 2) / (h * 0.36)) ** 2 < 1
+    cb, cr = ycc[..., 1] - 128, ycc[..., 2] - 128
+    t = np.deg2rad(hue)
+    ycc[..., 1] = np.where(inside, 128 + np.cos(t) * cb - np.sin(t) * cr, ycc[..., 1])
+    ycc[..., 2] = np.where(inside, 128 + np.sin(t) * cb + np.cos(t) * cr, ycc[..., 2])
+    return Image.fromarray(np.clip(ycc, 0, 255).astype(np.uint8), "YCbCr").convert("RGB")
+
+
+@pytest.mark.parametrize("hue", [90, 180])
+def test_a_recoloured_variant_is_not_a_copy(hue: int) -> None:
+    """The same shot with the garment in another colour overlays in grey; the colour check
+    turns it down (the grey score alone would accept it)."""
+    im = _scene(6)
+    a, b = V.thumb_bytes(_jpeg(im, 92)), V.thumb_bytes(_jpeg(_recoloured(im, hue), 92))
+    m = V.match(a, b)
+    assert m.colour > V.COLOUR_LIMIT and m.score <= V.RECOLOURED
+    grey = V.match(V.Thumb(a.coarse, a.fine, a.size), V.Thumb(b.coarse, b.fine, b.size))  # no colour thumbnails
+    assert grey.score >= V.DEFAULT_THRESHOLD
+
+
 def test_the_match_says_which_picture_is_the_crop() -> None:
     im = _scene(3)
     full, crop = _jpeg(im, 92), _jpeg(im.crop((30, 20, 330, 250)), 90)

@@ -17,7 +17,11 @@ keeps the aspect), so the search has one scale and two offsets:
    the 10 % of pixels that disagree most (a caption, a price tag, a watermark cover a part
    of the picture; brightness is the gain). A copy scores 0.98-1.00; two different shots of one
    shelf, aligned as well as they can be, stay below 0.97 (measured on 1,920 real grocery photos
-   and their edited copies: `bench/dedup_real.py`).
+   and their edited copies: `bench/dedup_real.py`);
+4. colour: grey pixels cannot tell a red shirt from the same shirt in blue, so the aligned
+   windows' chromaticity is compared over an 8 x 8 grid; when more than a fifth of the cells
+   changed colour (`COLOUR_LIMIT`) the pair is a recoloured variant, not a copy, and scores
+   `RECOLOURED`.
 
 A pair below `COARSE_FLOOR` at the coarse level is scored there and not refined (most candidate
 pairs of different pictures stop after ~1 ms). Pictures are read through `datakit.images`
@@ -41,16 +45,21 @@ FINE_STEPS = tuple(round(0.01 * k, 2) for k in range(-3, 4))
 COARSE_FLOOR = 0.6
 TRIM = 0.10  # share of the worst-agreeing pixels left out of the final score
 DEFAULT_THRESHOLD = 0.97
+COLOUR_SIDE = 32
+CELL_GAP = 0.04  # chromaticity difference of a cell that changed colour
+COLOUR_LIMIT = 0.2  # share of cells: a recoloured variant, not a copy
+RECOLOURED = 0.5  # the score of a pair whose colours disagree
 _LIMITS = ImageLimits()
 
 
 @dataclass(frozen=True)
 class Thumb:
-    """Grey thumbnails of one picture (uint8) and its upright size."""
+    """Grey thumbnails of one picture (uint8), a small colour one, and its upright size."""
 
     coarse: np.ndarray
     fine: np.ndarray
     size: tuple[int, int]  # (width, height)
+    colour: np.ndarray | None = None  # (h, w, 3) uint8, COLOUR_SIDE on the long side
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,7 @@ class Match:
     score: float
     inner: int
     scale: float
+    colour: float = 0.0  # colour disagreement (see `_colour_gap`)
 
 
 def _resized(grey, side: int) -> np.ndarray:  # noqa: ANN001 - a PIL image
@@ -81,15 +91,16 @@ def thumb_bytes(data: bytes, limits: ImageLimits = _LIMITS) -> Thumb:
     width, height = im.size
     upright = (height, width) if exif_orientation(im) >= 5 else (width, height)
     if im.format == "JPEG":
-        im.draft("L", (2 * FINE_SIDE, 2 * FINE_SIDE))  # DCT scaling: never below twice the fine side
+        im.draft("RGB", (2 * FINE_SIDE, 2 * FINE_SIDE))  # DCT scaling: never below twice the fine side
     try:
         load_pixels(im)
-        grey = normalise(im).convert("L")
+        rgb = normalise(im)
+        grey = rgb.convert("L")
     except ImageRejected:
         raise
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
         raise ImageRejected("decode_error", f"{type(exc).__name__}: {exc}") from exc
-    return Thumb(_resized(grey, COARSE_SIDE), _resized(grey, FINE_SIDE), upright)
+    return Thumb(_resized(grey, COARSE_SIDE), _resized(grey, FINE_SIDE), upright, _resized(rgb, COLOUR_SIDE))
 
 
 def thumb_path(path: Path | str, limits: ImageLimits = _LIMITS) -> Thumb:
@@ -169,7 +180,41 @@ def match(a: Thumb, b: Thumb) -> Match:
     scales = [s for s in (round(scale + d, 2) for d in FINE_STEPS) if s <= 1.0]
     _, fine_scale, loc = _best(outer_t.fine, inner_t.fine, aspect, scales)
     score = _trimmed(outer_t.fine, inner_t.fine, aspect, fine_scale, loc)
-    return Match(round(float(score), 4), inner, fine_scale)
+    colour = _colour_gap(outer_t, inner_t, aspect, fine_scale, loc)
+    if colour > COLOUR_LIMIT:  # same shapes, other colours: a recoloured variant, not a copy
+        score = min(score, RECOLOURED)
+    return Match(round(float(score), 4), inner, fine_scale, round(colour, 4))
+
+
+def _colour_gap(outer: Thumb, inner: Thumb, aspect: float, scale: float, loc: tuple[int, int]) -> float:
+    """How much of the overlay disagrees in colour: the share of an 8 x 8 grid's cells whose
+    chromaticity (r, g over r + g + b: blind to brightness) differs by more than `CELL_GAP`.
+    A caption or a price tag covers a few cells; a recoloured garment a quarter of the picture
+    or more. Dark cells (no reliable colour) count as agreeing."""
+    import cv2
+
+    if outer.colour is None or inner.colour is None:
+        return 0.0
+    size = _window(outer.fine, inner.fine, aspect, scale)
+    if size is None:
+        return 0.0
+    fh, fw = outer.fine.shape
+    ch, cw = outer.colour.shape[:2]
+    x0, y0 = round(loc[0] / fw * cw), round(loc[1] / fh * ch)
+    x1, y1 = max(x0 + 8, round((loc[0] + size[0]) / fw * cw)), max(y0 + 8, round((loc[1] + size[1]) / fh * ch))
+    win = outer.colour[y0:y1, x0:x1].astype(np.float32)
+    other = cv2.resize(inner.colour.astype(np.float32), (win.shape[1], win.shape[0]), interpolation=cv2.INTER_AREA)
+    h, w = win.shape[:2]
+    cells = 0
+    off = 0
+    for r in range(8):
+        for c in range(8):
+            cell = (slice(r * h // 8, max(r * h // 8 + 1, (r + 1) * h // 8)), slice(c * w // 8, max(c * w // 8 + 1, (c + 1) * w // 8)))
+            a, b = win[cell].reshape(-1, 3).mean(axis=0), other[cell].reshape(-1, 3).mean(axis=0)
+            cells += 1
+            if a.sum() >= 60 and b.sum() >= 60 and float(np.hypot(*(a[:2] / a.sum() - b[:2] / b.sum()))) > CELL_GAP:
+                off += 1
+    return off / cells if cells else 0.0
 
 
 def _match_chunk(pairs: list[tuple[str, str]], limits: ImageLimits) -> list[float]:
