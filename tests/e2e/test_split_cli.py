@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 import pytest
+import yaml
 
 from tests.e2e.helpers import invoke, write_params
 
@@ -13,9 +14,14 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def _pipeline(tmp, name: str, items: list[str]) -> pd.DataFrame:
+    """The flagship order: scrape -> embed (pretrained EfficientNet-Lite0 from the wheel, 128 px) -> dedup."""
     params = write_params(tmp, items=items, attributes=["striped", "dotted", "leopard"], per_query=30)
+    doc = yaml.safe_load(params.read_text())
+    doc["embed"] = {"image_size": 128, "workers": 0}
+    params.write_text(yaml.safe_dump(doc))
     for args in (("scrape", "--provider", "synthetic", "--out", tmp / f"scrape-{name}"),
-                 ("dedup", tmp / f"scrape-{name}", "--out", tmp / f"dedup-{name}")):
+                 ("embed", tmp / f"scrape-{name}", "--out", tmp / f"embed-{name}"),
+                 ("dedup", tmp / f"embed-{name}", "--out", tmp / f"dedup-{name}")):
         res = invoke(*args, "--params", params, "--report", tmp / "reports" / f"{args[0]}-{name}.json")
         assert res.exit_code == 0, res.output
     return pd.read_parquet(tmp / f"dedup-{name}" / "manifest.parquet")

@@ -94,6 +94,33 @@ def test_a_recoloured_variant_is_not_a_copy(hue: int) -> None:
     assert grey.score >= V.DEFAULT_THRESHOLD
 
 
+def _garment(pattern: str, size: tuple[int, int] = (300, 320)) -> Image.Image:
+    """One cut of vest on a plain backdrop, filled with a pattern (the catalogue case: the same
+    garment in two prints, photographed the same way)."""
+    w, h = size
+    im = Image.new("RGB", size, (236, 232, 226))
+    mask = Image.new("L", size, 0)
+    ImageDraw.Draw(mask).polygon([(90, 40), (130, 40), (150, 120), (170, 40), (210, 40), (220, 280), (80, 280)], fill=255)
+    fill = Image.new("RGB", size, (40, 140, 60))
+    d = ImageDraw.Draw(fill)
+    rng = np.random.default_rng(0 if pattern == "dots" else 1)
+    for y in range(0, h, 14):
+        for x in range(0, w, 14):
+            if pattern == "dots":
+                d.ellipse((x + 3, y + 3, x + 9, y + 9), fill=(230, 170, 180))
+            elif rng.random() < 0.5:
+                d.arc((x, y, x + 12, y + 10), 0, 300, fill=(120, 30, 20), width=3)
+    im.paste(fill, (0, 0), mask)
+    return im
+
+
+def test_the_same_cut_in_another_print_is_not_a_copy() -> None:
+    """The outlines overlay (0.99 in grey on the plain backdrop); the detail inside does not."""
+    dots, spots = _garment("dots"), _garment("spots")
+    assert _score(_jpeg(dots, 90), _jpeg(spots, 90)) < V.DEFAULT_THRESHOLD
+    assert _score(_jpeg(dots, 90), _jpeg(dots.crop((10, 12, 290, 305)), 50)) >= V.DEFAULT_THRESHOLD
+
+
 def test_the_match_says_which_picture_is_the_crop() -> None:
     im = _scene(3)
     full, crop = _jpeg(im, 92), _jpeg(im.crop((30, 20, 330, 250)), 90)
