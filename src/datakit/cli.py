@@ -351,13 +351,10 @@ def dedup_calibrate(
     if rec["embedding_similarity"] is not None:
         out.print(f"recommended dedup.embedding_similarity: [bold]{num(rec['embedding_similarity'], '.2f')}[/] (highest "
                   f"cosine keeping >= 0.99 of the copies as candidates; current {p.embedding_similarity:g})")
-    out.print(f"recommended dedup.match_threshold: [bold]{num(rec['match_threshold'], '.3f')}[/] (lowest overlay score "
-              f"with precision >= 0.995 against the look-alikes: recall {num(rec['match_recall'])}, precision "
+    out.print(f"recommended dedup.match_threshold: [bold]{num(rec['match_threshold'], '.3f')}[/] (halfway between the "
+              f"lowest overlay score with precision >= 0.995 against the look-alikes and the highest keeping its recall: recall {num(rec['match_recall'])}, precision "
               f"{num(rec['match_precision'])}, {rec['match_false_look_alikes'] if rec['match_false_look_alikes'] is not None else '-'} "
               f"of {rec['look_alikes']} look-alikes above it; current {p.match_threshold:g})")
-    if rec["match_threshold_same_recall"] is not None and rec["match_threshold_same_recall"] > rec["match_threshold"]:
-        out.print(f"  recall stays the same up to {rec['match_threshold_same_recall']:.3f}: any threshold from "
-                  f"{rec['match_threshold']:.3f} to there finds the same copies; the higher, the fewer look-alikes pass")
     t = Table(title="the whole rule: candidates and the overlay check")
     for col in ("params", "rule", "recall", "recall (re-crops)", "precision (look-alikes)", "precision (all)", "false look-alikes"):
         t.add_column(col, justify="left" if col in ("params", "rule") else "right")

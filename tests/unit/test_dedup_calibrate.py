@@ -122,14 +122,16 @@ def test_similarity_floor_is_the_highest_keeping_99_percent_of_copies() -> None:
     assert C.recommend_similarity(_dist([np.nan] * 5)) is None
 
 
-def test_match_threshold_is_the_lowest_score_with_precision_995() -> None:
+def test_match_threshold_is_halfway_between_precise_enough_and_the_same_recall() -> None:
     dup = [0.99] * 300 + [0.975] * 100
     neg = [0.96] * 50 + [0.972] * 1 + [0.9] * 50
-    t, recall, precision = C.recommend_match(_dist([1.0] * 400, [0.5] * 101, dup, neg))
-    assert t == 0.965 and recall == 1.0 and precision == pytest.approx(400 / 401)  # 1 false pair: 0.9975
+    d = _dist([1.0] * 400, [0.5] * 101, dup, neg)
+    assert C.lowest_precise_match(d) == 0.965  # 1 false pair: precision 0.9975
+    t, recall, precision = C.recommend_match(d)
+    assert t == 0.97 and recall == 1.0 and precision == pytest.approx(400 / 401)  # halfway to 0.975
     neg = [0.96] * 50 + [0.972] * 5 + [0.9] * 50
     t, recall, precision = C.recommend_match(_dist([1.0] * 400, [0.5] * 105, dup, neg))
-    assert t == 0.975 and recall == 1.0 and precision == 1.0  # 5 above 0.97 is too many
+    assert t == 0.975 and recall == 1.0 and precision == 1.0  # 5 above 0.97 is too many: no room left
     assert C.recommend_match(_dist([1.0] * 4, [0.5] * 4, [0.5] * 4, [0.99] * 4)) == (None, None, None)
     d = _dist([1.0] * 400, [0.5] * 105, dup, neg)
     assert C.same_recall_ceiling(d, 0.975, 1.0) == 0.975  # the 0.975 copies are lost above it

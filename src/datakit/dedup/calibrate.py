@@ -35,8 +35,9 @@ Recommendations:
   that are not re-cropped (re-crops are the vectors' and the crop hashes' job);
 * `dedup.embedding_similarity`: a candidate floor: the highest cosine (0.01 steps) that keeps
   >= 0.99 of all copies (the overlay check, not this floor, decides precision);
-* `dedup.match_threshold`: the lowest score (0.005 steps) at which the rule's precision against
-  the look-alikes is >= 0.995.
+* `dedup.match_threshold`: halfway between the lowest score (0.005 steps) at which precision
+  against the look-alikes is >= 0.995 and the highest score that still finds as many copies:
+  a margin both ways for pictures the sample did not hold.
 """
 
 from __future__ import annotations
@@ -519,21 +520,33 @@ def recommend_similarity(d: pd.DataFrame, target: float = TARGET_RECALL) -> floa
     return math.floor(float(cos[misses]) * 100 + 1e-9) / 100
 
 
-def recommend_match(d: pd.DataFrame, min_precision: float = MIN_PRECISION) -> tuple[float | None, float | None, float | None]:
-    """(threshold, recall, precision): the lowest overlay score (0.005 steps) at which
-    precision against the look-alikes is >= `min_precision`."""
+def lowest_precise_match(d: pd.DataFrame, min_precision: float = MIN_PRECISION) -> float | None:
+    """The lowest overlay score (0.005 steps from 0.8) at which precision against the
+    look-alikes is >= `min_precision`."""
     dup = d.loc[d["duplicate"], "score"].to_numpy()
     neg = d.loc[_hard(d) & ~d["duplicate"], "score"].to_numpy()
-    if not len(dup):
-        return None, None, None
-    for k in range(0, 201):
+    for k in range(0, 201, 5):
         t = round(0.8 + 0.001 * k, 3)
-        if round(t * 1000) % 5:
-            continue
         tp, fp = int((dup >= t).sum()), int((neg >= t).sum())
         if tp and tp / (tp + fp) >= min_precision:
-            return t, tp / len(dup), tp / (tp + fp)
-    return None, None, None
+            return t
+    return None
+
+
+def recommend_match(d: pd.DataFrame, min_precision: float = MIN_PRECISION) -> tuple[float | None, float | None, float | None]:
+    """(threshold, recall, precision): halfway (rounded down to 0.005) between the lowest score
+    with precision >= `min_precision` against the look-alikes and the highest that still keeps
+    that recall of the copies: a margin both ways for images the sample did not hold (a real
+    run checks many more look-alike candidates than it finds copies)."""
+    low = lowest_precise_match(d, min_precision)
+    if low is None:
+        return None, None, None
+    dup = d.loc[d["duplicate"], "score"].to_numpy()
+    neg = d.loc[_hard(d) & ~d["duplicate"], "score"].to_numpy()
+    high = same_recall_ceiling(d, low, float((dup >= low).mean()))
+    t = low if high is None else round(np.floor((low + high) / 2 * 200) / 200, 3)
+    tp, fp = int((dup >= t).sum()), int((neg >= t).sum())
+    return t, tp / len(dup), tp / (tp + fp)
 
 
 def same_recall_ceiling(d: pd.DataFrame, threshold: float | None, recall: float | None) -> float | None:
@@ -717,5 +730,5 @@ def run(df: pd.DataFrame, root: Path, params: Any, *, input_dir: Path | None = N
 
 
 __all__ = ["EDITS", "Calibration", "PairSet", "Rule", "edit", "generate_pairs", "measure", "nearest_others",
-           "read_pairs", "recommend_match", "recommend_radius", "recommend_similarity", "run", "same_recall_ceiling", "sample_rows",
+           "lowest_precise_match", "read_pairs", "recommend_match", "recommend_radius", "recommend_similarity", "run", "same_recall_ceiling", "sample_rows",
            "signal_table", "summarise"]
