@@ -209,6 +209,13 @@ class _Clock:
         now = time.perf_counter()
         self.stats[name] = round(self.stats.get(name, 0.0) + now - self.t, 3)
         self.t = now
+        try:  # resident memory after the phase (Linux), for the bench
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        self.stats[name.replace("_s", "_rss_mib")] = int(line.split()[1]) // 1024
+        except OSError:
+            pass
 
 
 def _blas_limit(n_threads: int) -> Any:
@@ -471,25 +478,53 @@ def _approx(X: np.ndarray, k: int, min_similarity: float, workers: int, side: np
     probes = qpos = np.empty((0, 0), dtype=np.int32)
     clock("probe_s")
     fin = np.isfinite(best_s)
-    owner = np.concatenate([np.nonzero(fin)[0].astype(np.int32)] + [x[0] for x in parts])
-    cand = np.concatenate([best_j[fin].astype(np.int32)] + [x[1] for x in parts])
-    score = np.concatenate([best_s[fin]] + [x[2] for x in parts])
-    stats["emitted"] = int(sum(len(x[0]) for x in parts))
+    nb = int(fin.sum())
+    total = nb + sum(len(x[0]) for x in parts)
+    stats["emitted"] = total - nb
+    owner = np.empty(total, dtype=np.int32)
+    cand = np.empty(total, dtype=np.int32)
+    score = np.empty(total, dtype=np.float32)
+    owner[:nb] = np.nonzero(fin)[0]
+    cand[:nb] = best_j[fin]
+    score[:nb] = best_s[fin]
+    pos = nb
+    for t in range(len(parts)):  # copy and drop one part at a time: never two copies of all
+        o_, c_, s_ = parts[t]
+        owner[pos : pos + len(o_)] = o_
+        cand[pos : pos + len(o_)] = c_
+        score[pos : pos + len(o_)] = s_
+        pos += len(o_)
+        parts[t] = None
     del parts, fin
     best_s = best_j = np.empty((0, 0), dtype=np.float32)
-    # top-kp per row over both phases, then the unordered pairs to re-score
-    o = _desc_order(owner, score)
-    so = owner[o]
-    first = np.flatnonzero(np.concatenate(([True], so[1:] != so[:-1])))
-    rank = np.arange(len(so)) - np.repeat(first, np.diff(np.append(first, len(so))))
-    sc = score[o]
-    kbest = sc[np.minimum(np.repeat(first, np.diff(np.append(first, len(so)))) + k - 1, len(so) - 1)]
-    # the k-th best of a row with fewer than k entries is its last one: never prunes anything
-    last = np.repeat(np.append(first[1:], len(so)) - 1, np.diff(np.append(first, len(so))))
-    kbest = np.where(np.repeat(first, np.diff(np.append(first, len(so)))) + k - 1 > last, -np.inf, kbest)
-    o = o[(rank < kp) & (sc >= kbest - np.float32(p.slack))]
-    a_, b_ = rows[owner[o]], rows[cand[o]]
-    del owner, cand, score, o, so, rank
+    # top-kp per row over both phases (in owner ranges, so the temporaries stay small), then the
+    # unordered pairs to re-score
+    by_owner = np.argsort(owner, kind="stable")
+    keep_a, keep_b = [], []
+    step = 1 << 21
+    s0 = 0
+    while s0 < len(by_owner):
+        s1 = min(len(by_owner), s0 + step)
+        while s1 < len(by_owner) and owner[by_owner[s1]] == owner[by_owner[s1 - 1]]:
+            s1 += 1  # never split an owner
+        idx = by_owner[s0:s1]
+        ow, sc = owner[idx], score[idx]
+        o = _desc_order(ow, sc)
+        so = ow[o]
+        first = np.flatnonzero(np.concatenate(([True], so[1:] != so[:-1])))
+        size = np.diff(np.append(first, len(so)))
+        start = np.repeat(first, size)
+        rank = np.arange(len(so)) - start
+        ss = sc[o]
+        # the row's k-th best reduced score (-inf when it has fewer than k)
+        kb = np.where(size >= k, ss[np.minimum(first + k - 1, len(ss) - 1)], -np.inf).astype(np.float32)
+        sel = (rank < kp) & (ss >= np.repeat(kb, size) - np.float32(p.slack))
+        keep_a.append(rows[so[sel]])
+        keep_b.append(rows[cand[idx[o[sel]]]])
+        s0 = s1
+    del owner, cand, score, by_owner
+    a_ = np.concatenate(keep_a) if keep_a else np.array([], dtype=np.int64)
+    b_ = np.concatenate(keep_b) if keep_b else np.array([], dtype=np.int64)
     lo, hi, _ = _unique_pairs(a_, b_, n)
     del a_, b_
     clock("reduce_s")
