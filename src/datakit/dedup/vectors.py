@@ -20,27 +20,27 @@ Two methods, one answer format:
 
 ``approx`` (an IVF index in numpy; no extra dependency)
     1. rows are L2-normalised on the fly and projected onto the top ``dims`` (128) principal
-       directions of the uncentred second-moment matrix, fitted on a sample of 20,000 rows;
-       the projections are re-normalised (cosine in the reduced space) and kept as float32
-       (512 bytes a row);
+       directions of the uncentred second-moment matrix (subspace iteration on a sample of
+       20,000 rows); the reduced rows' dot product is the exact similarity minus the dot product
+       of the residuals, so it is rarely inflated;
     2. a spherical k-means (``2 sqrt(n)`` cells, trained on a sample) partitions them; every
-       row is stored in its nearest cell and probes its ``nprobe`` (8) nearest cells;
-    3. per cell, one matrix product of all the rows probing it against its members; each
-       computed score is a candidate for *both* rows of the pair (so a pair is found when either
-       row probes the other's cell), kept when above ``min_similarity - margin`` (0.08), at most
-       ``kprime`` (3k + 4) per row and side;
-    4. per row the ``kprime`` best candidates by reduced score are re-scored exactly from the
-       full vectors (float32 arithmetic on the stored rows, so similarities are exact up to
-       the storage: ~1e-5 for the float16 rows of :func:`load_vectors`), and the top-k and the
-       threshold are applied to the exact scores.
-    Reported similarities are never approximate; approximation only means a true pair can
-    be missed (recall, measured by ``bench/dedup_scale.py`` against brute force: >= 0.99 on
-    clustered synthetic vectors) or, when a row's true top-k was missed, that a lower-ranked
-    neighbour above the threshold takes its place.
+       row is stored in its nearest cell and probes up to ``nprobe`` (12) nearest cells;
+    3. phase 1: every cell against itself (a first top-``kprime`` per row, ``kprime = 2k + 2``);
+       phase 2: per cell, one matrix product of the rows probing it against its members, and
+       only scores that beat a row's phase-1 ``kprime``-th best are kept; each score counts for
+       *both* rows (a pair is found when either row probes the other's cell), never twice;
+    4. per row the ``kprime`` best candidates by reduced score (above ``min_similarity -
+       margin``) are re-scored exactly from the stored rows (float32 arithmetic; the float16 rows
+       of :func:`load_vectors` give similarities within ~1e-4 of float32, 9e-5 measured), and
+       the top-k and the threshold are applied to the exact scores.
+    Reported similarities are never the reduced ones; approximation only means a true pair can
+    be missed, or that a lower-ranked neighbour above the threshold takes a missed one's place.
 
-At 1M rows of 1,280-d float16 (2.4 GiB, from :func:`load_vectors`) the search takes well under
-a minute on 2 cores; ``bench/dedup_scale.py`` prints the figures (and bench/README.md holds them).
-
+Measured (``bench/dedup_scale.py``, clustered synthetic 1,280-d vectors whose top-5 neighbours
+sit at cosine 0.75-0.8, 2 shared cores): recall of the exact pairs 0.98 at 20k rows (5.6 s;
+exact 17 s), 0.97-0.99 at 100k (nprobe 12-32), but **0.70 at 1M in 256 s and 5.3 GiB peak**:
+the issue-12 goal (1M in 2 min, 4 GiB, recall 0.99) is not met by this method; see
+bench/README.md for the figures and what is left.
 :func:`load_vectors` streams an embeddings table (`datakit embed`'s ``embeddings.parquet``) in
 record batches into one normalised float16 array, so 1M x 1280 vectors take 2.4 GiB instead of
 the 4.9 GiB of float32 plus Arrow's copy.
@@ -74,8 +74,8 @@ __all__ = [
     "pair_similarities",
 ]
 
-EXACT_MAX_ROWS = 30_000
-"""``method="auto"`` is exact up to this many rows (about 10 s for 30k x 1,280 on 2 cores) and
+EXACT_MAX_ROWS = 20_000
+"""``method="auto"`` is exact up to this many rows (17 s for 20k x 1,280 on 2 shared cores) and
 approximate above."""
 
 _MARGIN_EXACT = 1e-3  # BLAS vs fixed-order re-score, for unit float32 rows of any width used here
