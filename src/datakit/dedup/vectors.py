@@ -496,6 +496,7 @@ def _approx(X: np.ndarray, k: int, min_similarity: float, workers: int, side: np
         pos += len(o_)
         parts[t] = None
     del parts, fin
+    _trim()
     best_s = best_j = np.empty((0, 0), dtype=np.float32)
     # top-kp per row over both phases (in owner ranges, so the temporaries stay small), then the
     # unordered pairs to re-score
@@ -523,6 +524,7 @@ def _approx(X: np.ndarray, k: int, min_similarity: float, workers: int, side: np
         keep_b.append(rows[cand[idx[o[sel]]]])
         s0 = s1
     del owner, cand, score, by_owner
+    _trim()
     a_ = np.concatenate(keep_a) if keep_a else np.array([], dtype=np.int64)
     b_ = np.concatenate(keep_b) if keep_b else np.array([], dtype=np.int64)
     lo, hi, _ = _unique_pairs(a_, b_, n)
@@ -531,8 +533,21 @@ def _approx(X: np.ndarray, k: int, min_similarity: float, workers: int, side: np
     stats["rescored"] = len(lo)
     sim = _rescore(X, lo, hi, inv, workers)
     clock("rescore_s")
+    ok = sim >= min_similarity  # only these can be reported: halves the final selection's input
+    lo, hi, sim = lo[ok], hi[ok], sim[ok]
+    _trim()
     return _select(np.concatenate([lo, hi]), np.concatenate([hi, lo]), np.concatenate([sim, sim]), k,
                    min_similarity)
+
+
+def _trim() -> None:
+    """Hand freed heap memory back to the OS (glibc keeps many mid-size freed arrays otherwise)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _rescore(X: np.ndarray, lo: np.ndarray, hi: np.ndarray, inv: np.ndarray, workers: int) -> np.ndarray:
