@@ -38,7 +38,7 @@ Two methods, one answer format:
 
 Measured (``bench/dedup_scale.py``, clustered synthetic 1,280-d vectors whose top-5 neighbours
 sit at cosine 0.75-0.8, 2 shared cores): recall of the exact pairs 0.98 at 20k rows (5.6 s;
-exact 17 s), 0.97-0.99 at 100k (nprobe 12-32), but **0.70 at 1M in 256 s and 5.3 GiB peak**:
+exact 17 s), 0.97-0.99 at 100k (nprobe 12-32), but **0.72 at 1M in 175 s and 4.4 GiB peak**:
 the issue-12 goal (1M in 2 min, 4 GiB, recall 0.99) is not met by this method; see
 bench/README.md for the figures and what is left.
 :func:`load_vectors` streams an embeddings table (`datakit embed`'s ``embeddings.parquet``) in
