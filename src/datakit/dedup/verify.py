@@ -20,9 +20,9 @@ keeps the aspect), so the search has one scale and two offsets:
    and their edited copies: `bench/dedup_real.py`);
 4. detail: the correlation of the fine detail (image minus its blur) at the same placement;
    below `DETAIL_FLOOR` the outlines agree but the insides do not (the same cut of a
-   garment in two patterns on one backdrop), and that low value is the score. Pictures under
-   `DETAIL_MIN_SIDE` pixels skip it: at their own scale a heavy recompression erases the
-   finest detail of a true copy;
+   garment in two patterns on one backdrop), and that low value is the score. (Its limit: a
+   picture of pure pixel noise recompressed at q40 or below loses that detail too; real photos
+   at q30 keep >= 0.67);
 5. colour: grey pixels cannot tell a red shirt from the same shirt in blue, so the aligned
    windows' chromaticity is compared over an 8 x 8 grid; when more than a fifth of the cells
    changed colour (`COLOUR_LIMIT`) the pair is a recoloured variant, not a copy, and scores
@@ -52,7 +52,6 @@ TRIM = 0.10  # share of the worst-agreeing pixels left out of the final score
 DEFAULT_THRESHOLD = 0.97
 COLOUR_SIDE = 32
 DETAIL_TRIM = 0.15
-DETAIL_MIN_SIDE = 240  # pictures at least this long (1.5 x the fine side): their thumbnails average pixel noise away
 DETAIL_FLOOR = 0.55  # fine-detail agreement below which the insides differ
 CELL_GAP = 0.04  # chromaticity difference of a cell that changed colour
 COLOUR_LIMIT = 0.2  # share of cells: a recoloured variant, not a copy
@@ -188,8 +187,7 @@ def match(a: Thumb, b: Thumb) -> Match:
     scales = [s for s in (round(scale + d, 2) for d in FINE_STEPS) if s <= 1.0]
     _, fine_scale, loc = _best(outer_t.fine, inner_t.fine, aspect, scales)
     score = _trimmed(outer_t.fine, inner_t.fine, aspect, fine_scale, loc)
-    small = min(max(a.size), max(b.size)) < DETAIL_MIN_SIDE  # thumbnail at pixel scale: JPEG noise is "detail"
-    detail = 1.0 if small else _detail_agreement(outer_t.fine, inner_t.fine, aspect, fine_scale, loc)
+    detail = _detail_agreement(outer_t.fine, inner_t.fine, aspect, fine_scale, loc)
     if detail < DETAIL_FLOOR:  # the outline agrees, the texture inside does not: another object of that shape
         score = min(score, detail)
     colour = _colour_gap(outer_t, inner_t, aspect, fine_scale, loc)
