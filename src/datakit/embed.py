@@ -12,8 +12,8 @@ head removed, stored as a table keyed by `image_id`:
 | `OUT/failures.parquet` | rows whose image could not be read, with the reason |
 
 Used by `balance.strategy: smote` (synthetic embedding rows), by the linear-probe trainer, and
-by dedup as a second near-duplicate signal (`dedup.signals: [dhash, embedding]`: cosine
-similarity survives the re-crops that move a dhash by ~50 bits).
+by dedup and audit, whose candidate pairs include each image's nearest neighbours by cosine
+(`datakit.dedup.vectors`): they find the re-crops that move a dhash by ~50 bits.
 
 Resumable: vectors are written in parts (`OUT/.parts/part-NNNNN.parquet`, each atomic) as the
 run goes; a killed run re-embeds only what no part holds. Incremental: a finished table with
@@ -487,34 +487,7 @@ def run(
     }
 
 
-def cosine_pairs(X: np.ndarray, min_similarity: float, *, block: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs (i < j) whose cosine similarity is >= `min_similarity`, with the similarity.
-
-    Exact and blocked (n x block similarities at a time, float32 matmul): O(n^2 d) work, about
-    1.5 s per 10^9 multiply-adds on one core here; fine into the 100k range."""
-    X = np.asarray(X, dtype=np.float32)
-    n = len(X)
-    if n < 2:
-        e = np.array([], dtype=np.int64)
-        return e, e, np.array([], dtype=np.float32)
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    Xn = X / np.where(norms == 0, 1.0, norms)
-    Xn[norms[:, 0] == 0] = 0.0  # a zero vector is similar to nothing
-    ai, bj, ss = [], [], []
-    for start in range(0, n, block):
-        stop = min(n, start + block)
-        S = Xn[start:stop] @ Xn[start:].T  # only the upper triangle from this block on
-        r, c = np.nonzero(S >= min_similarity)
-        c_abs = c + start
-        r_abs = r + start
-        upper = c_abs > r_abs
-        ai.append(r_abs[upper])
-        bj.append(c_abs[upper])
-        ss.append(S[r[upper], c[upper]])
-    return np.concatenate(ai), np.concatenate(bj), np.concatenate(ss).astype(np.float32)
-
-
-__all__ = ["EMBEDDINGS", "EmbedParams", "cosine_pairs", "lookup", "parse_embed", "read_embeddings", "run",
+__all__ = ["EMBEDDINGS", "EmbedParams", "lookup", "parse_embed", "read_embeddings", "run",
            "write_embeddings"]
 
 

@@ -16,7 +16,6 @@ from datakit import models
 from datakit.embed import (
     EMBEDDINGS,
     EmbedParams,
-    cosine_pairs,
     parse_embed,
     read_embeddings,
     run,
@@ -169,20 +168,6 @@ def test_preprocess_recipe() -> None:
     assert x.shape == (3, 32, 32) and x.dtype == np.float32
     assert np.allclose(x[0], (1 - 0.485) / 0.229) and np.allclose(x[1], (0 - 0.456) / 0.224)
     assert models.Preprocess.from_dict(p.to_dict()) == p
-
-
-def test_cosine_pairs_match_brute_force() -> None:
-    rng = np.random.default_rng(0)
-    X = rng.normal(0, 1, (300, 16)).astype(np.float32)
-    X[10] = X[3] * 2.5  # same direction: similarity 1
-    X[200] = X[7] + rng.normal(0, 0.05, 16)
-    X[50] = 0.0  # a zero vector matches nothing
-    i, j, s = cosine_pairs(X, 0.9, block=64)
-    Xn = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-    S = Xn @ Xn.T
-    want = {(a, b) for a in range(300) for b in range(a + 1, 300) if S[a, b] >= 0.9 and a != 50 and b != 50}
-    assert set(zip(i.tolist(), j.tolist(), strict=True)) == want and (3, 10) in want and (7, 200) in want
-    assert np.all(s >= 0.9)
 
 
 def test_dedup_embedding_signal_links_what_dhash_misses(tmp_path: Path) -> None:
