@@ -204,7 +204,7 @@ def _pair_similarities(vecs: np.ndarray | None, i: np.ndarray, j: np.ndarray) ->
 
 def run(df: pd.DataFrame, params: DedupParams, *, root: Path, input_dir: Path | None = None,
         against: pd.DataFrame | None = None, hashes: tuple[Any, ...] | None = None,
-        embeddings: tuple[list[str], np.ndarray] | None = None, match_scores: Any = None) -> DedupResult:
+        embeddings: tuple[list[str], np.ndarray] | None = None) -> DedupResult:
     """The dedup stage over a manifest (`root`: what `path`s are relative to).
 
     Candidate pairs come from the signals (`plan`): dhash (full hashes within the radius; with
@@ -219,8 +219,6 @@ def run(df: pd.DataFrame, params: DedupParams, *, root: Path, input_dir: Path | 
             `dedup_reason="in_against"`, `against_dup=<its image_id>`.
         hashes: precomputed (dhash, crops, low, errors), for tests and re-use.
         embeddings: (image_ids, vectors) from `datakit embed`.
-        match_scores: a function (paths, i, j) -> scores standing in for the overlay check
-            (tests of the grouping logic only).
     """
     from datakit.dedup.verify import score_pairs
 
@@ -246,8 +244,7 @@ def run(df: pd.DataFrame, params: DedupParams, *, root: Path, input_dir: Path | 
     t1 = time.monotonic()
     paths = [resolve(root, p) for p in df["path"]]
     if pl.verify and len(ci):
-        scorer = match_scores if match_scores is not None else (lambda p, x, y: score_pairs(p, x, y, workers=params.workers))
-        score = np.asarray(scorer(paths, ci, cj), dtype=np.float32)
+        score = np.asarray(score_pairs(paths, ci, cj, workers=params.workers), dtype=np.float32)
         accept = score >= pl.match_threshold
     else:
         score = np.full(len(ci), np.nan, dtype=np.float32)
