@@ -9,6 +9,7 @@ DVC's hardlinked cache safe).
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import socket
@@ -176,3 +177,12 @@ def folder_lock(folder: Path, what: str = "datakit") -> Iterator[int]:
         yield fd  # a child process that inherits this descriptor holds the lock too (scrape's workers)
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks (the store's content ids)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

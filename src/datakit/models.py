@@ -53,6 +53,7 @@ import numpy as np
 from PIL import Image
 
 from datakit.errors import DatakitError
+from datakit.fsutil import sha256_file
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -228,13 +229,6 @@ def weights_id(name: str, pretrained: bool) -> str | None:
         return f"{w.package}:{w.file} sha256:{w.sha256[:16]}"
     return str(_weights(name))
 
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def state_digest(state: dict[str, Any]) -> str:

@@ -8,13 +8,12 @@ stored + failures == search results.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from datakit.errors import ManifestError
-from datakit.fsutil import TMP_SUFFIX
+from datakit.fsutil import TMP_SUFFIX, sha256_file
 from datakit.images import stored_objects
 from datakit.manifest import FAILURES, MANIFEST, check_rows, find_project_root, read_table, resolve
 
@@ -30,13 +29,6 @@ class VerifyReport:
     def ok(self) -> bool:
         return not self.problems
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify(folder: Path, *, hashes: bool = True) -> VerifyReport:
@@ -72,7 +64,7 @@ def verify(folder: Path, *, hashes: bool = True) -> VerifyReport:
             continue
         if hashes and i not in found.empty_ids:
             rep.checked += 1
-            if _sha256(path) != image_id:
+            if sha256_file(path) != image_id:
                 rep.problems.append(f"row {i}: {rel} does not hash to its image_id {str(image_id)[:12]}...")
     for path in stored_objects(folder).values():
         if path.absolute() not in referenced:

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import pandas as pd
 
 from datakit.errors import DatakitError, ParamsError, ProviderError, StoreError
-from datakit.fsutil import atomic_write_text, folder_lock, is_disk_full, remove_temp_files
+from datakit.fsutil import atomic_write_text, folder_lock, is_disk_full, remove_temp_files, sha256_file
 from datakit.images import ImageLimits, ImageStore
 from datakit.manifest import (
     FAILURE_SCHEMA,
@@ -136,13 +136,6 @@ def _plain(value: Any) -> Any:
         pass
     return value.item() if hasattr(value, "item") else value
 
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # manifest columns that a stored result's journal record carries
@@ -444,7 +437,7 @@ class Scraper:
             if not isinstance(image_id, str) or image_id not in objects:
                 return False
             if image_id not in checked:
-                checked[image_id] = _sha256_file(objects[image_id]) == image_id
+                checked[image_id] = sha256_file(objects[image_id]) == image_id
             return checked[image_id]
 
         def slot(row: dict[str, Any], url_col: str) -> tuple[Any, Any, Any]:
@@ -498,7 +491,7 @@ class Scraper:
         for image_id, path in store.objects().items():
             if image_id in known:
                 continue
-            if _sha256_file(path) == image_id:
+            if sha256_file(path) == image_id:
                 kept += 1
                 continue
             self.ui.note(f"warning: removed {path.relative_to(self.out)}: its bytes do not hash to its name")
