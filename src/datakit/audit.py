@@ -48,6 +48,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from datakit.dedup.hashing import hamming_known
 from datakit.dedup.index import cross_pairs, near_pairs, pack_hex
 from datakit.images import ImageLimits, ImageRejected, decode
 
@@ -335,13 +336,9 @@ def _near_candidates(t: pd.DataFrame, low: np.ndarray, radius: int, embeddings: 
     j = np.array([k[1] for k in keys], dtype=np.int64)
     via = np.array(["+".join(sorted(pairs[k][0])) for k in keys], dtype=object)
     dh = t["dhash"].to_numpy()
-    d = np.array([pairs[k][1] if pairs[k][1] >= 0 else _hamming_hex(dh[k[0]], dh[k[1]]) for k in keys], dtype=np.int64)
+    d = np.array([pairs[k][1] if pairs[k][1] >= 0 else hamming_known(dh[k[0]], dh[k[1]]) for k in keys], dtype=np.int64)
     sim = np.array([pairs[k][2] for k in keys], dtype=np.float32)
     return i, j, via, d, sim
-
-
-def _hamming_hex(a: Any, b: Any) -> int:
-    return (int(a, 16) ^ int(b, 16)).bit_count() if isinstance(a, str) and isinstance(b, str) else -1
 
 
 def audit_records(table: pd.DataFrame, *, radius: int = DEFAULT_RADIUS, max_leaks: int = 0,

@@ -61,6 +61,7 @@ __all__ = [
     "CROP_BOXES",
     "DEFAULT_CROP_RADIUS",
     "DEFAULT_RADIUS",
+    "hamming_known",
     "HASH_BITS",
     "HashResult",
     "HashSettings",
@@ -444,6 +445,11 @@ def hash_image(im: Image.Image, *, settings: HashSettings = DEFAULT_SETTINGS) ->
 def hamming(a: str, b: str) -> int:
     """Bits that differ between two hex hashes of equal length."""
     return (int(a, 16) ^ int(b, 16)).bit_count()
+
+
+def hamming_known(a: object, b: object) -> int:
+    """`hamming`, or -1 when either hash is missing (an unreadable picture)."""
+    return hamming(a, b) if isinstance(a, str) and isinstance(b, str) else -1
 
 
 def full_distance(a: HashResult, b: HashResult) -> int:

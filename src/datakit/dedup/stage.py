@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from datakit.dedup.grouping import components, decide
+from datakit.dedup.hashing import hamming_known
 from datakit.errors import DatakitError, ManifestError, ParamsError
 from datakit.manifest import FAILURES, find_project_root, read_table, resolve
 from datakit.params import DedupParams
@@ -191,7 +192,7 @@ def merge_candidates(a: np.ndarray, b: np.ndarray, via: np.ndarray) -> tuple[np.
 
 
 def _pair_distances(dh: list[str | None], i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    return np.array([_hamming(dh[a], dh[b]) for a, b in zip(i.tolist(), j.tolist(), strict=True)], dtype=np.int64)
+    return np.array([hamming_known(dh[a], dh[b]) for a, b in zip(i.tolist(), j.tolist(), strict=True)], dtype=np.int64)
 
 
 def _pair_similarities(vecs: np.ndarray | None, i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -311,12 +312,6 @@ def run(df: pd.DataFrame, params: DedupParams, *, root: Path, input_dir: Path | 
 def _distance(dist_to: dict[tuple[int, int], int], a: int, b: int) -> int | None:
     v = dist_to.get((a, b))
     return v if v is not None and v >= 0 else None  # -1: a pair with an unhashed row
-
-
-def _hamming(a: str | None, b: str | None) -> int:
-    if not isinstance(a, str) or not isinstance(b, str):
-        return -1
-    return (int(a, 16) ^ int(b, 16)).bit_count()
 
 
 def _mark_against(df: pd.DataFrame, against: pd.DataFrame, radius: int) -> int:
