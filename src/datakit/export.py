@@ -37,8 +37,7 @@ import pandas as pd
 
 from datakit.errors import ManifestError, ParamsError, StoreError
 from datakit.fsutil import atomic_write_text, check_no_symlink, folder_lock, fsync_dir
-from datakit.manifest import IMAGE_ID, LABEL, PATH, PathGuard, find_project_root, read_manifest, resolve
-from datakit.scrape.queries import check_labels
+from datakit.manifest import IMAGE_ID, LABEL, PATH, PathGuard, check_labels, find_project_root, read_manifest, resolve
 
 Layout = Literal["imagefolder", "hf"]
 LinkMode = Literal["hardlink", "copy", "symlink"]

@@ -9,6 +9,7 @@ code from `REASONS`.
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datakit import faults
-from datakit.errors import ManifestError
+from datakit.errors import ManifestError, ParamsError
 from datakit.fsutil import atomic_write
 
 MANIFEST = "manifest.parquet"
@@ -145,9 +146,15 @@ def _table(df: pd.DataFrame, schema: pa.Schema | None) -> pa.Table:
     return pa.Table.from_arrays(arrays, names=names)
 
 
-def write_table(df: pd.DataFrame, path: Path, schema: pa.Schema | None = None) -> None:
-    """Write `df` to Parquet atomically (temp in the same folder, fsync, os.replace)."""
+def write_table(df: pd.DataFrame, path: Path, schema: pa.Schema | None = None,
+                metadata: dict[str, str] | None = None) -> None:
+    """Write `df` to Parquet atomically (temp in the same folder, fsync, os.replace);
+    `metadata` goes into the file's schema metadata (`datakit.*` keys)."""
     table = _table(df.reset_index(drop=True), schema)
+    if metadata:
+        merged = dict(table.schema.metadata or {})
+        merged.update({k.encode(): v.encode() for k, v in metadata.items()})
+        table = table.replace_schema_metadata(merged)
     def _write(tmp: str) -> None:
         pq.write_table(table, tmp, compression="zstd")
         faults.point("manifest_written")  # temp complete, not yet in place
@@ -182,16 +189,89 @@ def _fmt_rows(rows: Iterable[int], limit: int = 10) -> str:
 
 def read_table(path: Path, what: str = "manifest") -> pd.DataFrame:
     """Read a Parquet table, turning every failure into a ManifestError naming the file."""
+    return read_table_meta(path, what)[0]
+
+
+def read_table_meta(path: Path, what: str = "manifest") -> tuple[pd.DataFrame, dict[str, str]]:
+    """`read_table` plus the file's `datakit.*` schema metadata (prefix removed)."""
     path = Path(path)
     if not path.exists():
         raise ManifestError(f"no {what} at {path}")
     try:
-        return pq.read_table(path).to_pandas()
+        table = pq.read_table(path)
+        df = table.to_pandas()
     except (pa.ArrowInvalid, OSError, ValueError) as exc:
         raise ManifestError(
             f"corrupt {what} {path}: {exc}. It was not written by a finished datakit stage; "
             f"re-run the stage that writes it (its earlier version, if any, is in DVC/git)"
         ) from exc
+    meta: dict[str, str] = {}
+    for key, value in (table.schema.metadata or {}).items():
+        if key.startswith(META_PREFIX):
+            meta[key[len(META_PREFIX):].decode("utf-8", "replace")] = value.decode("utf-8", "replace")
+    return df, meta
+
+
+# Manifest paths are stored relative to the manifest's own folder (`datakit.paths: folder`), so a
+# stage folder can be copied, moved or `dvc pull`ed anywhere and still name its images. In memory
+# every stage works with paths relative to one project root (`read_stage_manifest` rebases on
+# read, `write_stage_manifest` on write). Manifests written before this rule carry no key: their
+# paths are relative to `find_project_root` of their folder, and they still read.
+META_PREFIX = b"datakit."
+PATHS_FOLDER = "folder"
+
+
+def rebase_paths(paths: Iterable[object], src: Path, dst: Path) -> list[object]:
+    """Paths relative to `src` made relative to `dst` (forward slashes). Non-strings, empty
+    strings and strings with NUL pass unchanged (the row checks report them); an absolute path
+    turns into a relative one that climbs, which the root check then refuses."""
+    src_s = os.path.normpath(os.path.abspath(src))
+    dst_s = os.path.normpath(os.path.abspath(dst))
+    values = list(paths)
+    if src_s == dst_s:
+        return values
+    cache: dict[str, str] = {}
+    out: list[object] = []
+    for p in values:
+        if not isinstance(p, str) or not p or "\0" in p:
+            out.append(p)
+            continue
+        folder, _, name = p.rpartition("/")
+        new = cache.get(folder)
+        if new is None:
+            full = os.path.normpath(os.path.join(src_s, folder)) if folder else src_s
+            new = cache[folder] = os.path.relpath(full, dst_s).replace(os.sep, "/")
+        out.append(name if new == "." else f"{new}/{name}")
+    return out
+
+
+def write_stage_manifest(df: pd.DataFrame, path: Path, root: Path, schema: pa.Schema | None = None,
+                         stage: str | None = None) -> None:
+    """Write a stage's manifest: `path` values (relative to `root` in memory) are stored relative
+    to the manifest's folder, and the stage name is recorded (`datakit.stage`)."""
+    path = Path(path)
+    out = df
+    if PATH in df.columns:
+        out = df.copy()
+        out[PATH] = rebase_paths(df[PATH], root, path.parent)
+    meta = {"paths": PATHS_FOLDER}
+    if stage:
+        meta["stage"] = stage
+    write_table(out, path, schema, metadata=meta)
+
+
+def read_stage_manifest(path: Path, root: Path | None = None, what: str = "manifest") -> tuple[pd.DataFrame, Path, dict[str, str]]:
+    """Read a manifest without checking it: (frame with `path` relative to the project root, that
+    root, the file's `datakit.*` metadata). The root is `root` or `find_project_root` of the
+    manifest's folder."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST
+    df, meta = read_table_meta(path, what)
+    root = Path(root) if root is not None else find_project_root(path.parent)
+    if meta.get("paths") == PATHS_FOLDER and PATH in df.columns:
+        df[PATH] = rebase_paths(df[PATH], path.parent, root)
+    return df, root, meta
 
 
 class PathGuard:
@@ -314,14 +394,25 @@ def read_manifest(
     """Read and validate a manifest (`check_rows`). Collects every problem (missing columns,
     empty or duplicate `image_id`s, paths outside the project root, missing image files) and
     raises one ManifestError listing them all."""
+    return read_manifest_root(path, required=required, check_files=check_files, root=root)[0]
+
+
+def read_manifest_root(
+    path: Path,
+    *,
+    required: Iterable[str] = CORE_COLUMNS,
+    check_files: bool = True,
+    root: Path | None = None,
+) -> tuple[pd.DataFrame, Path]:
+    """`read_manifest`, also returning the project root its `path` values are now relative to."""
     path = Path(path)
     if path.is_dir():
         path = path / MANIFEST
-    df = read_table(path)
-    found = check_rows(df, root or find_project_root(path.parent), required=required, check_files=check_files)
+    df, root, _meta = read_stage_manifest(path, root)
+    found = check_rows(df, root, required=required, check_files=check_files)
     if found.problems:
         raise ManifestError(f"invalid manifest {path}: " + "; ".join(found.problems))
-    return df
+    return df, root
 
 
 def resolve(root: Path, rel: str) -> Path:
@@ -339,3 +430,32 @@ def resolve(root: Path, rel: str) -> Path:
 
 def relpath(root: Path, target: Path) -> str:
     return os.path.relpath(Path(target).absolute(), Path(root).absolute()).replace(os.sep, "/")
+
+
+_WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+
+
+def check_labels(labels: list[str]) -> None:
+    """Refuse label sets that would collide as folder names (CFG-07): case, Unicode
+    normalisation, reserved names, trailing dots or spaces, > 255 bytes."""
+    problems: list[str] = []
+    by_key: dict[str, set[str]] = {}
+    for label in dict.fromkeys(labels):
+        if not label or not label.strip():
+            problems.append("an empty label")
+            continue
+        if label != label.strip() or label.endswith("."):
+            problems.append(f"{label!r} ends with a space or dot")
+        if len(label.encode("utf-8")) > 255:
+            problems.append(f"{label[:20]!r}... is longer than 255 bytes")
+        if any(c in label for c in "/\\\x00") or any(ord(c) < 32 for c in label):
+            problems.append(f"{label!r} contains a path separator or control character")
+        if label.lower().split(".")[0] in _WINDOWS_RESERVED:
+            problems.append(f"{label!r} is a reserved file name on Windows")
+        key = unicodedata.normalize("NFC", label).casefold()
+        by_key.setdefault(key, set()).add(label)
+    for names in by_key.values():
+        if len(names) > 1:
+            problems.append(f"labels {sorted(names)} collide (case or Unicode form)")
+    if problems:
+        raise ParamsError("labels unusable as class names: " + "; ".join(problems))

@@ -213,6 +213,37 @@ class Params(_Model):
     colors: dict[str, Any] = Field(default_factory=dict)  # validated by datakit.colors.parse_colors
 
 
+# Every stage's section and the function that validates it ("module:function", imported only when
+# a command reads the section: augment's needs albumentations, ~4 s to import). The typed fields
+# of `Params` above are validated when params.yaml is read; `section()` validates the rest.
+SECTIONS: dict[str, str] = {
+    "compute": "datakit.parallel:parse_compute",
+    "augment": "datakit.augment:parse_augment",
+    "balance": "datakit.balance:parse_balance",
+    "embed": "datakit.embed:parse_embed",
+    "train": "datakit.train.params:parse_train",
+    "evaluate": "datakit.train.params:parse_evaluate",
+    "colors": "datakit.colors:parse_colors",
+}
+
+
+def section(params: Params, name: str, **overrides: Any) -> Any:
+    """The validated model of one section of params.yaml, with CLI `overrides` (None = not given)
+    applied; every problem is one ParamsError line naming `<section>.<key>`."""
+    import importlib
+
+    value = getattr(params, name)
+    if isinstance(value, BaseModel):
+        return override(value, name, **overrides) if overrides else value
+    if name not in SECTIONS:
+        raise ParamsError(unknown_key_message(name, Params.model_fields, "section"))
+    module, _, func = SECTIONS[name].partition(":")
+    parse = getattr(importlib.import_module(module), func)
+    raw = dict(value or {})
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    return parse(raw)
+
+
 class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys (plain YAML keeps the last one silently)."""
 

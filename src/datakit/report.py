@@ -196,7 +196,7 @@ class _Thumbs:
         self._cache: dict[str, str] = {}
 
     def uri(self, rel: Any, fallback: Path | None = None) -> str:
-        from datakit.dedup.gallery import _thumb
+        from datakit.images import thumbnail_uri as _thumb
 
         if not isinstance(rel, str) or not rel or self.guard.escapes(rel):
             return ""

@@ -532,7 +532,7 @@ def split_groups(df: Any, group_by: Sequence[str] = ()) -> list[str]:
     member `image_id`, so it depends on content, not on row order."""
     import numpy as np
 
-    from datakit.dedup.grouping import components
+    from datakit.graph import components
 
     n = len(df)
     base = df["dup_group"].tolist() if "dup_group" in df.columns else df["image_id"].tolist()

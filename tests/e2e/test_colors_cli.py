@@ -15,7 +15,7 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from datakit.cli_colors import register
+from datakit.cli.colors import register
 from datakit.colors import COLOR_COLUMNS
 from datakit.manifest import read_manifest, write_table
 from tests.e2e.helpers import invoke, write_params

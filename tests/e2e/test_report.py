@@ -23,7 +23,7 @@ import yaml
 from PIL import Image, ImageStat
 from typer.testing import CliRunner
 
-from datakit.cli_report import register
+from datakit.cli.report import register
 from datakit.report import STAGES, build_report, stage_folders
 from tests.e2e.helpers import invoke, write_params
 

@@ -14,7 +14,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from datakit.cli_train import register
+from datakit.cli.train import register
 from tests.unit.test_train import make_project
 
 pytestmark = pytest.mark.timeout(300)

@@ -368,7 +368,7 @@ def test_dist_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_predict_table_renders_unreadable_rows() -> None:  # issue 13: NotRenderableError on a NaN cell
     from rich.console import Console
 
-    from datakit.cli_train import predict_table
+    from datakit.cli.train import predict_table
 
     df = pd.DataFrame({"path": ["a.png", "[b].jpg"], "label": ["red", None], "confidence": [0.9, float("nan")],
                        "top_k": ['[["red", 0.9]]', None], "error": [None, "not_an_image"]})

@@ -40,6 +40,7 @@ from datakit.manifest import (
     FAILURES,
     MANIFEST,
     SCRAPE_SCHEMA,
+    check_labels,
     find_project_root,
     read_table,
     relpath,
@@ -48,7 +49,7 @@ from datakit.manifest import (
 from datakit.params import ScrapeParams
 from datakit.scrape.download import Journal, Work, download, download_parallel
 from datakit.scrape.providers.base import Hit, Provider, ProviderSettings, Query, TransientProviderError
-from datakit.scrape.queries import build_queries, check_labels, slug
+from datakit.scrape.queries import build_queries, slug
 from datakit.scrape.searchhttp import SearchClient
 
 STATE = ".datakit"

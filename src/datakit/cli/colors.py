@@ -52,9 +52,9 @@ def register(app: typer.Typer) -> None:
         color_1_hex, color_1_weight, color_method, color_foreground, color_mask and color_error (an
         unreadable image is recorded there, not fatal); OUT/colors.html (swatches next to thumbnails);
         with --masks, OUT/masks/<image_id>.png."""
-        from datakit.cli import RichUi
         from datakit.colors import MASKS, PAGE, load_palette, parse_colors, write_page
         from datakit.colors import run as run_colors
+        from datakit.console import RichUi
         from datakit.dedup import load_input
         from datakit.fsutil import folder_lock
         from datakit.manifest import MANIFEST, write_table

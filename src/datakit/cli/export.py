@@ -1,0 +1,40 @@
+"""`datakit export`: the command (options, one call into the stage, a summary)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from datakit.cli.app import app
+from datakit.console import fail as _fail
+from datakit.console import out
+from datakit.errors import DatakitError
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n  datakit export data/split --out export/imagefolder        (torchvision / Keras / fastai)\n\n"
+        "  datakit export data/split --out export/hf --layout hf --link copy   (Hugging Face imagefolder)"
+    )
+)
+def export(
+    input_dir: Annotated[Path, typer.Argument(metavar="INPUT", help="A split folder (manifest.parquet with a split column).", exists=True)],
+    out_dir: Annotated[Path, typer.Option("--out", help="Where to write the class folders.", file_okay=False)],
+    layout: Annotated[str, typer.Option(help="imagefolder: OUT/<split>/<label>/<file>; hf: OUT/<split>/<file> + metadata.csv.")] = "imagefolder",
+    link: Annotated[str, typer.Option(help="hardlink (default; shares storage with the store, so never edit exported files), copy or symlink.")] = "hardlink",
+    splits: Annotated[Optional[list[str]], typer.Option("--split", help="Only these splits (repeatable).")] = None,
+) -> None:
+    """Write a split as class folders (torchvision ImageFolder, Keras, fastai, Hugging Face).
+
+    Rows with keep=False or no split are skipped and counted. Each split folder is rebuilt beside
+    the old one and swapped in, so a killed export never leaves half a folder."""
+    from datakit.export import export_manifest
+
+    try:
+        rep = export_manifest(input_dir, out_dir, layout=layout, link=link, splits=splits)  # type: ignore[arg-type]
+    except DatakitError as exc:
+        raise _fail(exc) from None
+    for line in rep.lines():
+        out.print(line, highlight=False)
