@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv browser demo test lint bench-scrape clean
+.PHONY: venv browser demo test lint deps bench-scrape clean
 
 venv: $(STAMP)
 
@@ -42,3 +42,9 @@ clean:
 
 lint: venv
 	$(BIN)/ruff check src tests bench
+
+# The src deps each dvc.yaml stage should list (what its command can import, from the source
+# text), then every architecture rule: families, private names, module size, deps.
+deps: venv
+	$(BIN)/python -m datakit.archcheck --deps
+	$(BIN)/python -m datakit.archcheck
