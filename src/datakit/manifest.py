@@ -120,6 +120,7 @@ REASONS: dict[str, str] = {
     "duplicate_bytes": "the same bytes are already stored (see image_id)",
     "missing_file": "the local file named by the source does not exist",
     "smote_too_few": "a class had fewer than two readable images to interpolate between",
+    "no_vector": "the embeddings table has no vector for this image (run datakit embed on this manifest)",
 }
 
 
