@@ -27,7 +27,6 @@ import difflib
 import hashlib
 import inspect
 import io
-import json
 import os
 import random
 from pathlib import Path
@@ -45,11 +44,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from datakit.errors import ParamsError
 from datakit.images import EXTENSIONS, ImageRejected, ImageStore, load_image
-from datakit.manifest import relpath
+from datakit.stage import (
+    AUGMENTED,
+    ORIGINAL,
+    SPLIT,
+    StageContext,
+    StageResult,
+    check_kind,
+    child_row,
+    origins,
+    training_rows,
+)
 
 KEY = "augment"
-ORIGINAL = "original"
-AUGMENTED = "augmented"
 _BORDER_REFLECT_101 = 4  # cv2.BORDER_REFLECT_101: no black corners after a small rotation
 
 # Presets are data in the same shape as an explicit `transforms` list, so both take one path
@@ -85,19 +92,6 @@ PRESETS: dict[str, list[dict[str, Any]]] = {
 }
 FLIPS = frozenset({"HorizontalFlip", "VerticalFlip", "Transpose", "D4", "SquareSymmetry"})
 
-# Columns that describe the parent's bytes or pixels; a variant has other bytes, so they are
-# emptied rather than copied.
-PIXEL_COLUMNS = (
-    "orig_width",
-    "orig_height",
-    "downsized",
-    "has_gps",
-    "content_type",
-    "content_type_mismatch",
-    "dhash",
-    "dhash_crops",
-    "low_information",
-)
 # Bookkeeping entries of albumentations' applied params that are not sampled values.
 _UNSAMPLED = frozenset({"shape", "bbox_matrix", "output_shape", "result_shape"})
 
@@ -271,47 +265,6 @@ def encode(pixels: np.ndarray, fmt: str, quality: int) -> bytes:
     return buf.getvalue()
 
 
-def derived_row(parent: dict[str, Any], *, image_id: str, origin: str, parent_ids: list[str],
-                made_with: dict[str, Any]) -> dict[str, Any]:
-    """A manifest row derived from `parent` with no file of its own yet: the parent's columns,
-    minus those that describe the parent's bytes (path, size, format, pixel facts: null), plus
-    the new identity and its provenance. `balance` uses it as is for smote vectors."""
-    row = dict(parent)
-    for col in PIXEL_COLUMNS:
-        if col in row:
-            row[col] = None
-    row.update(
-        image_id=image_id,
-        path=None,
-        width=None,
-        height=None,
-        format=None,
-        bytes=None,
-        origin=origin,
-        parent_ids=parent_ids,
-        augment_params=json.dumps(made_with, sort_keys=True),
-    )
-    return row
-
-
-def child_row(parent: dict[str, Any], *, root: Path, store: ImageStore, image_id: str, rel: str,
-              width: int, height: int, fmt: str, nbytes: int, origin: str, parent_ids: list[str],
-              made_with: dict[str, Any]) -> dict[str, Any]:
-    """A manifest row for a new image derived from `parent` (augment, balance): `derived_row`
-    plus the new file."""
-    row = derived_row(parent, image_id=image_id, origin=origin, parent_ids=parent_ids, made_with=made_with)
-    row.update(path=relpath(root, store.folder / rel), width=int(width), height=int(height), format=fmt,
-               bytes=int(nbytes))
-    return row
-
-
-def _parents_mask(df: pd.DataFrame) -> pd.Series:
-    train = df["split"].eq("train") if "split" in df.columns else pd.Series(False, index=df.index)
-    # Same reading of `keep` as split.py: a missing value is not kept.
-    keep = df["keep"].fillna(False).astype(bool) if "keep" in df.columns else pd.Series(True, index=df.index)
-    return train & keep
-
-
 # Parents per task: a chunk is a few seconds of work at most. Below `_POOL_MIN_VARIANTS` variants
 # (~1 s of work on one core) a local run stays in this process: starting the pool (its forkserver
 # imports albumentations, ~2 s once per process) would cost more than it saves.
@@ -366,43 +319,75 @@ def _augment_chunk(tasks: list[tuple[str, str]], params: AugmentParams, root: Pa
     return [_variants_of(pid, path, params, Path(root), store) for pid, path in tasks]
 
 
-def run(
-    df: pd.DataFrame,
-    params: AugmentParams,
-    *,
-    root: Path,
-    store: ImageStore,
-    failures: list[dict[str, Any]] | None = None,
-) -> pd.DataFrame:
-    """The manifest with `params.variants` augmented rows added per kept train image.
+def run(manifest: pd.DataFrame, params: AugmentParams, ctx: StageContext) -> StageResult:
+    """The manifest with `params.variants` augmented rows added per kept train image, their files
+    in `ctx.store` (OUT/images) and their paths relative to `ctx.root`.
 
-    Rows already marked `origin == "augmented"` (an earlier run) are dropped and regenerated,
-    which gives the same files again. The variants are made on the executor of
-    `datakit.parallel` (local processes, or a Dask cluster when `compute.scheduler` or
-    DATAKIT_DASK_SCHEDULER names one); the result is the same wherever they run. Failed variants are appended to `failures` (when given) as
-    `{image_id (parent), variant, label, reason, detail}` and skipped.
+    The parents are the rows training uses (`stage.training_rows`) that are originals. Rows
+    already marked `origin == "augmented"` (an earlier run) are dropped and regenerated, which
+    gives the same files again. The variants are made on the executor of `datakit.parallel`
+    (local processes, or a Dask cluster when `compute.scheduler` or DATAKIT_DASK_SCHEDULER names
+    one); the result is the same wherever they run. A parent that cannot be read, and a variant
+    that fails or repeats stored bytes, is a failures row (`variant`: which one, null for the
+    parent) and is skipped, never raised (IMG-16).
     """
-    root = Path(root)
-    out = df.copy()
-    if "origin" in out.columns:
-        out = out[out["origin"].fillna(ORIGINAL) != AUGMENTED].copy()
-        out["origin"] = out["origin"].fillna(ORIGINAL)
-    else:
-        out["origin"] = ORIGINAL
+    check_kind(manifest, ctx.input or Path("the manifest"), [SPLIT])
+    out = manifest.copy()
+    out["origin"] = origins(out)
+    out = out[out["origin"] != AUGMENTED].copy()
     out["parent_ids"] = [[] for _ in range(len(out))]
     if "augment_params" not in out.columns:
         out["augment_params"] = None
     out = out.reset_index(drop=True)
-    failed = failures if failures is not None else []
-    if params.variants == 0 or not params.spec():
-        return out
+    failed: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    parents = out[training_rows(out) & out["origin"].eq(ORIGINAL)].to_dict("records")
+    if params.variants and params.spec():
+        rows = _make_variants(out, parents, params, ctx, failed)
+    if rows:
+        new = pd.DataFrame(rows, columns=out.columns)
+        for col in out.columns:
+            # Keep the manifest's column types (a str column emptied for variants stays str).
+            if new[col].dtype != out[col].dtype:
+                try:
+                    new[col] = new[col].astype(out[col].dtype)
+                except (TypeError, ValueError):
+                    pass
+        out = pd.concat([out, new], ignore_index=True)
+    failures = pd.DataFrame(failed, columns=["image_id", "path", "label", "stage", "reason", "detail", "variant"])
+    failures["variant"] = failures["variant"].astype("Int64")
+    return StageResult(manifest=out, report=augment_report(out, failures, params, len(parents)), failures=failures)
 
+
+def augment_report(out: pd.DataFrame, failures: pd.DataFrame, params: AugmentParams, parents: int) -> dict[str, Any]:
+    """reports/augment.json: the resolved pipeline and what it made, per label and failure reason."""
+    variants = out[out["origin"] == AUGMENTED]
+    reasons = failures["reason"].value_counts()
+    return {
+        "pipeline": resolved_config(params),
+        "originals": int((out["origin"] != AUGMENTED).sum()),
+        "parents": int(parents),
+        "parents_with_variants": int(variants["parent_ids"].map(lambda x: x[0]).nunique()) if len(variants) else 0,
+        "variants": int(len(variants)),
+        "variants_per_label": {str(k): int(v) for k, v in variants["label"].value_counts().sort_index().items()},
+        "failures": int(len(failures)),
+        "failures_by_reason": {str(r): int(reasons[r]) for r in sorted(reasons.index)},
+    }
+
+
+def _make_variants(out: pd.DataFrame, parents: list[dict[str, Any]], params: AugmentParams, ctx: StageContext,
+                   failed: list[dict[str, Any]]) -> list[dict[str, Any]]:
     from datakit import parallel
 
+    store = ctx.store
     seen: set[str] = set(out["image_id"].astype(str))
     rows: list[dict[str, Any]] = []
-    parents = out[_parents_mask(out) & out["origin"].eq(ORIGINAL)].to_dict("records")
     tasks = [(str(p["image_id"]), str(p["path"])) for p in parents]
+
+    def fail(parent: dict[str, Any], k: int | None, reason: str, detail: str) -> None:
+        failed.append({"image_id": str(parent["image_id"]), "path": parent.get("path"), "label": parent.get("label"),
+                       "stage": KEY, "reason": reason, "detail": detail, "variant": k})
+
     # Decode, transform, encode and store run as tasks (a local pool, or a Dask cluster whose
     # workers see the same folders); the rows are put together here, in parent order, so the
     # manifest does not depend on where or in which order the variants were made.
@@ -411,36 +396,47 @@ def run(
     with parallel.Executor(1) if small else parallel.executor(preload=[__name__]) as ex:
         size = parallel.auto_chunk(len(tasks), ex.workers, chunk_size=compute.chunk_size,
                                    min_chunk=_MIN_CHUNK, max_chunk=_MAX_CHUNK)
-        done = ex.imap(_augment_chunk, parallel.chunked(tasks, size), params, root, store.folder, store.durable)
+        done = ex.imap(_augment_chunk, parallel.chunked(tasks, size), params, Path(ctx.root), store.folder,
+                       store.durable)
         outcomes = (one for part in done for one in part)
         for parent, made in zip(parents, outcomes, strict=True):
             pid = str(parent["image_id"])
             for outcome in made:
                 if outcome[0] == "fail":
-                    _, k, reason, detail = outcome
-                    failed.append({"image_id": pid, "variant": k, "label": parent.get("label"), "reason": reason,
-                                   "detail": detail})
+                    fail(parent, outcome[1], outcome[2], outcome[3])
                     continue
                 _, k, seed, image_id, rel, width, height, nbytes, applied = outcome
                 if image_id in seen:
                     # The transforms sampled nothing visible twice: identical bytes are one image.
-                    failed.append({"image_id": pid, "variant": k, "label": parent.get("label"),
-                                   "reason": "duplicate_bytes", "detail": f"same bytes as {image_id}"})
+                    fail(parent, k, "duplicate_bytes", f"same bytes as {image_id}")
                     continue
                 seen.add(image_id)
                 rows.append(child_row(
-                    parent, root=root, store=store, image_id=image_id, rel=rel, width=width, height=height,
+                    parent, root=Path(ctx.root), store=store, image_id=image_id, rel=rel, width=width, height=height,
                     fmt=params.format, nbytes=nbytes, origin=AUGMENTED, parent_ids=[pid],
                     made_with={"seed": seed, "variant": k, "applied": applied},
                 ))
-    if not rows:
-        return out
-    new = pd.DataFrame(rows, columns=out.columns)
-    for col in out.columns:
-        # Keep the manifest's column types (a str column emptied for variants stays str).
-        if new[col].dtype != out[col].dtype:
-            try:
-                new[col] = new[col].astype(out[col].dtype)
-            except (TypeError, ValueError):
-                pass
-    return pd.concat([out, new], ignore_index=True)
+    return rows
+
+
+class VariantMaker:
+    """Augmented copies of one image for another stage (balance's oversampling), so that stage
+    gets the augment pipeline as a callable and never imports this module: `maker(pixels,
+    seed, key, k)` runs the pipeline seeded with `variant_seed(seed, key, k)` and returns
+    `(encoded bytes, file extension, format, width, height, {"seed", "applied"})`."""
+
+    def __init__(self, params: AugmentParams) -> None:
+        self.params = params
+        self.pipeline = build_pipeline(params)
+
+    def __call__(self, pixels: np.ndarray, seed: int, key: str, k: int) -> tuple[bytes, str, str, int, int, dict[str, Any]]:
+        s = variant_seed(seed, key, k)
+        result, applied = apply(self.pipeline, pixels, s)
+        data = encode(result, self.params.format, self.params.quality)
+        return (data, EXTENSIONS[self.params.format], self.params.format, int(result.shape[1]), int(result.shape[0]),
+                {"seed": s, "applied": applied})
+
+
+def variant_maker(params: AugmentParams) -> VariantMaker | None:
+    """The maker for `params`, or None when the pipeline has no transforms (copies would not differ)."""
+    return VariantMaker(params) if params.spec() else None

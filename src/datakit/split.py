@@ -121,19 +121,10 @@ def unknown_split_names(names: Iterable[object]) -> list[str]:
 
 
 def validate_ratios(ratios: Mapping[str, float]) -> dict[str, float]:
-    """Check split ratios (CFG-04) and return them as a plain dict in the caller's order.
-
-    Args:
-        ratios: Split name -> share of images, e.g. `{"train": 0.8, "val": 0.1, "test": 0.1}`.
-
-    Returns:
-        The ratios as floats, same order.
-
-    Raises:
-        ParamsError: A name is empty or not a string, a value is not a number, is NaN, negative or
-            above 1, all values are zero, or they do not sum to 1 (within 1e-6). The message lists
-            every value.
-    """
+    """Split ratios (name -> share of images, e.g. `{"train": 0.8, "val": 0.1, "test": 0.1}`)
+    checked (CFG-04) and returned as floats in the caller's order. One ParamsError listing every
+    value when a name is empty, not a string or not a split datakit reads, a value is not a
+    number, NaN, outside [0, 1], all are zero, or they do not sum to 1 (within 1e-6)."""
     shown = ", ".join(f"{k!r}: {v!r}" for k, v in ratios.items())
     problems: list[str] = unknown_split_names(ratios)
     if not ratios:
@@ -429,24 +420,9 @@ def assign(
     min_per_split: int = 1,
     tiny_classes: TinyPolicy = "error",
 ) -> list[str]:
-    """Return the split name of every row (see the module docstring for the guarantees).
-
-    Args:
-        labels: Class label per row.
-        groups: Group key per row; a group is never split, and counts for all its labels.
-        ratios: Split name -> share of images (default 0.8/0.1/0.1 train/val/test).
-        counts: Instead of ratios, fixed images per class for non-train splits; train gets the rest.
-        seed: Seed; same seed and same rows (in any order) give the same answer.
-        previous: Group -> split of an earlier version; those groups keep their split.
-        min_per_split: Groups of each class required in every split with a non-zero target.
-        tiny_classes: "error" (default) or "train" for classes too small to cover every split.
-
-    Returns:
-        Split names, one per row, in input order.
-
-    Raises:
-        ParamsError: See `plan`.
-    """
+    """Return the split name of every row, in input order: `plan(...).splits`. Same arguments
+    as `plan` (and the same ParamsError); same seed and same rows, in any order, give the same
+    answer (see the module docstring for the guarantees)."""
     return plan(
         labels, groups, ratios=ratios, counts=counts, seed=seed, previous=previous,
         min_per_split=min_per_split, tiny_classes=tiny_classes,
@@ -454,23 +430,10 @@ def assign(
 
 
 def folds(labels: Sequence[str], groups: Sequence[str], k: int, seed: int = 0, *, min_per_fold: int = 1) -> list[int]:
-    """Assign every row to one of `k` folds, groups whole and classes stratified per fold.
-
-    Each class's count in each fold is within `max(g_c, E_c)` images of `n_c / k` (see the module
-    docstring); with `E_c = 0` the largest and smallest fold of a class differ by at most `g_c`.
-
-    Args:
-        labels: Class label per row.
-        groups: Group key per row.
-        k: Number of folds, at least 2.
-        seed: Seed of the per-group order.
-        min_per_fold: Groups of each class required in every fold.
-
-    Returns:
-        Fold number (0..k-1) per row.
-
-    Raises:
-        ParamsError: `k` < 2, or a class has fewer than `k * min_per_fold` groups (named, with counts).
+    """The fold (0..k-1) of every row, groups whole and classes stratified per fold: each class's
+    count in each fold is within `max(g_c, E_c)` images of `n_c / k` (see the module docstring);
+    with `E_c = 0` the largest and smallest fold of a class differ by at most `g_c`. A
+    ParamsError when `k` < 2 or a class has fewer than `k * min_per_fold` groups (named, with counts).
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 2:
         raise ParamsError(f"split.folds must be an integer >= 2, got {k!r}")
@@ -483,23 +446,14 @@ def folds(labels: Sequence[str], groups: Sequence[str], k: int, seed: int = 0, *
 
 
 def carry_over(groups: Sequence[str], previous_splits: Sequence[str | None], names: Sequence[str]) -> Carry:
-    """Fold an earlier version's per-image splits onto today's groups (SPL-13).
+    """Fold an earlier version's per-image splits (`previous_splits`: the old split per row of
+    today's `groups`, None or "" for new images) onto today's groups (SPL-13).
 
-    A group takes the split its old members were in; new images (None or "") take their group's
-    split through `assign(previous=...)`. When old members of one group sat in different splits
-    (groups merged since), the group takes the split holding most of them, ties going to the later
-    split in `names` (held-out splits win), and it is listed in `merges` so the caller reports it.
-
-    Args:
-        groups: Group key per row of the new version.
-        previous_splits: Old split per row, None or "" for images new in this version.
-        names: Split names in order.
-
-    Returns:
-        `Carry(previous, merges)`.
-
-    Raises:
-        ParamsError: Lengths differ or an old split is not in `names`.
+    A group takes the split its old members were in; new images take their group's split
+    through `assign(previous=...)`. When old members of one group sat in different splits
+    (groups merged since), the group takes the split holding most of them, ties going to the
+    later split in `names` (held-out splits win), and it is listed in `merges` so the caller
+    reports it. A ParamsError when the lengths differ or an old split is not in `names`.
     """
     if len(groups) != len(previous_splits):
         raise ParamsError(f"split: {len(groups)} groups but {len(previous_splits)} previous splits")
@@ -534,7 +488,6 @@ def split_groups(df: Any, group_by: Sequence[str] = ()) -> list[str]:
 
     from datakit.graph import components
 
-    n = len(df)
     base = df["dup_group"].tolist() if "dup_group" in df.columns else df["image_id"].tolist()
     keys = [[("dup", str(g))] for g in base]
     for col in group_by:
@@ -553,66 +506,72 @@ def split_groups(df: Any, group_by: Sequence[str] = ()) -> list[str]:
                 ib.append(r)
             else:
                 first[k] = r
-    roots = components(n, np.array(ia, dtype=np.int64), np.array(ib, dtype=np.int64))
+    roots = components(len(df), np.array(ia, dtype=np.int64), np.array(ib, dtype=np.int64)).tolist()
     ids = df["image_id"].tolist()
     smallest: dict[int, str] = {}
-    for r, root in enumerate(roots.tolist()):
+    for r, root in enumerate(roots):
         if root not in smallest or ids[r] < smallest[root]:
             smallest[root] = ids[r]
-    return [smallest[root] for root in roots.tolist()]
+    return [smallest[root] for root in roots]
 
 
-def run(df: Any, params: Any, *, previous: Any | None = None) -> tuple[Any, dict[str, Any]]:
+def read_previous(source: Any) -> Any:
+    """An earlier version's split manifest (a split folder or its manifest file): only `image_id`
+    and `split` are read, so its images need not exist any more."""
+    from datakit.stage import SPLIT, load_input
+
+    return load_input(source, needs=(SPLIT,), check_files=False).manifest
+
+
+def run(manifest: Any, params: Any, ctx: Any, *, previous: Any | None = None) -> Any:
     """The split stage: adds `split_group`, `split` (and `fold`) to a dedup manifest.
 
-    Rows with `keep == False` are not counted in the stratification; they take their group's
-    split when the group has a kept member (so an audit sees every copy where it landed), else
-    no split. `previous` (an earlier version's split manifest) keeps every old group in its old
-    split (SPL-13); merges of groups from different old splits are reported.
+    Rows that are not kept (`stage.kept`) are not counted in the stratification; they take
+    their group's split when the group has a kept member (so an audit sees every copy where it
+    landed), else no split. `previous` (an earlier version's split manifest, a frame or a folder)
+    keeps every old group in its old split (SPL-13); merges of groups from different old
+    splits are reported. Nothing is dropped, so there are no failures rows.
     """
-    out = df.reset_index(drop=True).copy()
+    from datakit.stage import StageResult, kept
+
+    if previous is not None and not hasattr(previous, "columns"):
+        previous = read_previous(previous)
+    out = manifest.reset_index(drop=True).copy()
     groups = split_groups(out, params.group_by)
     out["split_group"] = groups
-    kept = out["keep"].fillna(False).astype(bool).tolist() if "keep" in out.columns else [True] * len(out)
-    rows = [r for r in range(len(out)) if kept[r]]
+    is_kept = kept(out).tolist()
+    rows = [r for r in range(len(out)) if is_kept[r]]
     names = list(params.counts and ["train", *params.counts] or params.ratios)
     prev_map: dict[str, str] | None = None
     merges: dict[str, tuple[str, ...]] = {}
+    old: dict[str, Any] = {}
     if previous is not None:
         if "split" not in previous.columns or "image_id" not in previous.columns:
             raise ParamsError("--previous must be a split manifest (columns image_id and split)")
         old = dict(zip(previous["image_id"], previous["split"], strict=True))
-        carry = carry_over([groups[r] for r in range(len(out))],
-                           [old.get(i) if isinstance(old.get(i), str) else None for i in out["image_id"]], names)
+        carry = carry_over(groups, [old.get(i) if isinstance(old.get(i), str) else None for i in out["image_id"]], names)
         prev_map, merges = carry.previous, carry.merges
     result = plan(
         [out["label"].iat[r] for r in rows], [groups[r] for r in rows],
         ratios=None if params.counts else params.ratios, counts=params.counts, seed=params.seed,
         previous=prev_map, tiny_classes=params.tiny_classes,
     )
-    split_of_group = dict(result.group_split)
-    if prev_map:
-        for g, s in prev_map.items():
-            split_of_group.setdefault(g, s)
+    split_of_group = {**(prev_map or {}), **result.group_split}
     out["split"] = [split_of_group.get(g) for g in groups]
     if params.folds and params.folds > 1:
         cv = [r for r in rows if out["split"].iat[r] != names[-1]]
-        f = folds([out["label"].iat[r] for r in cv], [groups[r] for r in cv], params.folds, params.seed)
         fold_col: list[int | None] = [None] * len(out)
-        for r, k in zip(cv, f, strict=True):
+        for r, k in zip(cv, folds([out["label"].iat[r] for r in cv], [groups[r] for r in cv], params.folds, params.seed),
+                        strict=True):
             fold_col[r] = k
         out["fold"] = fold_col
-    moved = 0
-    if previous is not None:
-        old = dict(zip(previous["image_id"], previous["split"], strict=True))
-        moved = sum(1 for i, s in zip(out["image_id"], out["split"], strict=True) if i in old and old[i] != s)
-    report = _split_report(out, kept, result, names, merges, moved)
-    return out, report
+    moved = sum(1 for i, s in zip(out["image_id"], out["split"], strict=True) if i in old and old[i] != s)
+    return StageResult(manifest=out, report=split_report(out[kept(out)], len(out), result, names, merges, moved))
 
 
-def _split_report(out: Any, kept: list[bool], result: SplitPlan, names: list[str],
-                  merges: dict[str, tuple[str, ...]], moved: int) -> dict[str, Any]:
-    k = out[kept]
+def split_report(k: Any, images: int, result: SplitPlan, names: list[str], merges: dict[str, tuple[str, ...]],
+                 moved: int) -> dict[str, Any]:
+    """reports/split.json: per class and split the kept images, the bound that applies, group sizes."""
     table: dict[str, dict[str, Any]] = {}
     for label in sorted(set(k["label"])):
         sub = k[k["label"] == label]
@@ -624,7 +583,7 @@ def _split_report(out: Any, kept: list[bool], result: SplitPlan, names: list[str
     sizes = k.groupby("split_group").size()
     hist = {str(b): int(v) for b, v in sizes.value_counts().sort_index().items()}
     return {
-        "images": int(len(out)), "split_images": int(len(k)),
+        "images": int(images), "split_images": int(len(k)),
         "per_split": {s: int((k["split"] == s).sum()) for s in names},
         "per_class": table,
         "groups": int(len(sizes)), "group_sizes": hist, "largest_group": int(sizes.max()) if len(sizes) else 0,

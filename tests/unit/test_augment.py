@@ -24,6 +24,7 @@ from datakit.augment import (
 from datakit.errors import ParamsError
 from datakit.images import ImageStore
 from datakit.manifest import relpath
+from datakit.stage import StageContext
 
 
 def _png(seed: int, size: tuple[int, int] = (64, 48)) -> bytes:
@@ -74,7 +75,10 @@ def _manifest(root: Path, sizes: dict[int, tuple[int, int]] | None = None) -> pd
 
 
 def _run(root: Path, df: pd.DataFrame, params: AugmentParams, out: str = "aug", failures=None) -> pd.DataFrame:
-    return run(df, params, root=root, store=ImageStore(root / "data" / out), failures=failures)
+    result = run(df, params, StageContext(root=root, out=root / "data" / out))
+    if failures is not None:
+        failures.extend(result.failures.to_dict("records"))
+    return result.manifest
 
 
 def _variant_bytes(root: Path, result: pd.DataFrame) -> list[bytes]:
@@ -241,3 +245,30 @@ def test_missing_file_is_recorded(tmp_path: Path) -> None:
     out = _run(tmp_path, df, AugmentParams(variants=1), failures=failures)
     assert [(f["image_id"], f["reason"]) for f in failures] == [(df.iloc[0]["image_id"], "missing_file")]
     assert (out["origin"] == "augmented").sum() == 2
+
+
+def test_input_without_a_split_is_one_clear_error(tmp_path: Path) -> None:
+    from datakit.errors import ManifestError
+
+    df = _manifest(tmp_path).drop(columns=["split"])
+    with pytest.raises(ManifestError, match=r"has no train/val/test split \(no split column\): run `datakit split"):
+        _run(tmp_path, df, AugmentParams(variants=1))
+
+
+def test_failures_are_written_with_their_reason(tmp_path: Path) -> None:
+    from datakit.manifest import read_stage_manifest
+    from datakit.stage import write_result
+
+    df = _manifest(tmp_path)
+    (tmp_path / df.iloc[0]["path"]).unlink()
+    ctx = StageContext(root=tmp_path, out=tmp_path / "data" / "aug")
+    result = run(df, AugmentParams(variants=1), ctx)
+    write_result(result, ctx, "augment", tmp_path / "augment.json")
+    failed = pd.read_parquet(tmp_path / "data" / "aug" / "failures.parquet")
+    assert failed[["image_id", "stage", "reason"]].values.tolist() == [[df.iloc[0]["image_id"], "augment", "missing_file"]]
+    report = json.loads((tmp_path / "augment.json").read_text())
+    assert report["failures"] == 1 and report["failures_by_reason"] == {"missing_file": 1} and report["variants"] == 2
+    # the variants' paths are stored relative to the output folder and read back relative to the root
+    back, root, _ = read_stage_manifest(tmp_path / "data" / "aug", tmp_path)
+    assert back["path"].tolist() == result.manifest["path"].tolist()
+    assert all((tmp_path / p).exists() for p in back.loc[back["origin"] == "augmented", "path"])

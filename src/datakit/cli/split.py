@@ -9,48 +9,48 @@ import typer
 from rich.table import Table
 
 from datakit.cli.app import app
-from datakit.console import fail as _fail
+from datakit.cli.common import ParamsOpt, input_argument, out_option, report_option
 from datakit.console import out
-from datakit.console import write_report as _write_report
-from datakit.errors import DatakitError
 
 
 @app.command(
     epilog=(
         "Examples:\n\n  datakit split data/dedup --out data/split\n\n"
-        "  datakit split data/dedup-v2 --previous data/split-v1 --out data/split-v2   (old images keep their split)"
+        "  datakit split data/dedup-v2 --previous data/split-v1 --out data/split-v2   (old images keep their split)\n\n"
+        "  datakit split data/scrape --no-dedup --out data/split   (raw data: copies may straddle splits)"
     )
 )
 def split(
-    input_dir: Annotated[Path, typer.Argument(metavar="INPUT", help="A dedup folder (its manifest.parquet with dup_group, keep).", exists=True)],
-    out_dir: Annotated[Path, typer.Option("--out", help="Output folder: manifest.parquet with split_group, split (and fold).", file_okay=False)],
+    input_dir: Annotated[Path, input_argument("A dedup folder (its manifest.parquet with dup_group, keep).")],
+    out_dir: Annotated[Path, out_option("manifest.parquet with split_group, split (and fold).")],
     previous: Annotated[Optional[Path], typer.Option(help="An earlier version's split folder or manifest: its groups keep their split.", exists=True)] = None,
-    params_file: Annotated[Optional[Path], typer.Option("--params", help="params.yaml to read (default: ./params.yaml if present).")] = None,
+    no_dedup: Annotated[bool, typer.Option("--no-dedup", help="Split an input that was never deduplicated (each image its own group): near-copies may then land in different splits and leak.")] = False,
+    params_file: ParamsOpt = None,
     seed: Annotated[Optional[int], typer.Option(help="Split seed (params: split.seed).")] = None,
-    report: Annotated[Path, typer.Option(help="Where to write the stage's figures (DVC metrics).")] = Path("reports/split.json"),
+    report: Annotated[Optional[Path], report_option("split")] = None,
 ) -> None:
     """Assign every kept image to train/val/test (and folds) without leakage.
 
     A duplicate group (joined with any split.group_by column) never straddles splits, every class
     is in every split, class proportions hold within one group, and --previous keeps an old test
-    set the test set. Writes OUT/manifest.parquet with split_group, split (and fold)."""
-    from datakit.dedup import load_input
-    from datakit.fsutil import folder_lock
-    from datakit.manifest import MANIFEST, read_table, write_table
-    from datakit.params import load_params, override
+    set the test set. INPUT must be deduplicated (`datakit dedup` first) unless --no-dedup.
+    Writes OUT/manifest.parquet with split_group, split (and fold)."""
+    from functools import partial
+
+    from datakit.cli.common import load, run_command
+    from datakit.console import fail
+    from datakit.errors import DatakitError
+    from datakit.params import section
     from datakit.split import run as run_split
+    from datakit.stage import DEDUPLICATED, SCRAPED
 
     try:
-        p = override(load_params(params_file).split, "split", seed=seed)
-        df, _root = load_input(input_dir)
-        prev = read_table(previous / MANIFEST if previous.is_dir() else previous) if previous else None
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with folder_lock(out_dir, "datakit split"):
-            result, rep = run_split(df, p, previous=prev)
-            write_table(result, out_dir / MANIFEST)
+        sp = section(load(params_file), "split", seed=seed)
     except DatakitError as exc:
-        raise _fail(exc) from None
-    _write_report(report, rep)
+        raise fail(exc) from None
+    result = run_command("split", partial(run_split, previous=previous), input_dir, out_dir, sp,
+                         needs=(SCRAPED,) if no_dedup else (SCRAPED, DEDUPLICATED), report=report)
+    rep = result.report
     names = list(rep["per_split"])
     t = Table(title="split: images per class and split")
     t.add_column("label")
@@ -61,4 +61,5 @@ def split(
     out.print(t)
     merged = f", {len(rep['previous_merges'])} merged groups" if rep["previous_merges"] else ""
     out.print(f"{rep['split_images']} images in {rep['groups']} groups (largest {rep['largest_group']}); "
-              f"moved from --previous: {rep['moved_from_previous']}{merged}\nmanifest: {out_dir / MANIFEST}")
+              f"moved from --previous: {rep['moved_from_previous']}{merged}\nmanifest: {out_dir / 'manifest.parquet'}")
+
