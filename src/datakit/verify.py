@@ -4,6 +4,11 @@ Checks a stage folder's manifest against its image store: every row's file exist
 to its `image_id`, no stored object lacks a row (orphans), no `*.tmp` leftovers, the manifest
 and failures tables are readable, and (for scrape folders) the accounting holds:
 stored + failures == search results.
+
+The manifest is read through the stage loader (`read_stage_manifest`): its `path`s are relative
+to the folder that holds it, so a copied or moved folder is checked against its *own* files (a
+file damaged in the copy is reported, the copy's objects are not orphans). Manifests written
+before that rule name their files relative to the project root and are still read.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from pathlib import Path
 from datakit.errors import ManifestError
 from datakit.fsutil import TMP_SUFFIX, sha256_file
 from datakit.images import stored_objects
-from datakit.manifest import FAILURES, MANIFEST, check_rows, find_project_root, read_table, resolve
+from datakit.manifest import FAILURES, MANIFEST, check_rows, read_stage_manifest, read_table, resolve
 
 
 @dataclass
@@ -36,12 +41,11 @@ def verify(folder: Path, *, hashes: bool = True) -> VerifyReport:
     folder = Path(folder)
     rep = VerifyReport(folder)
     try:
-        df = read_table(folder / MANIFEST)
+        df, root, _meta = read_stage_manifest(folder / MANIFEST)
     except ManifestError as exc:
         rep.problems.append(str(exc))
         return rep
     rep.rows = len(df)
-    root = find_project_root(folder)
     df = df.reset_index(drop=True)
     # The checks every manifest reader shares: columns, empty/duplicate ids, paths outside the
     # project (never opened below). The rows they flag are reported there and skipped here.

@@ -9,9 +9,9 @@ import typer
 from rich.table import Table
 
 from datakit.cli.app import app
+from datakit.cli.common import ParamsOpt, out_option, report_option
 from datakit.console import RichUi, out
 from datakit.console import fail as _fail
-from datakit.console import write_report as _write_report
 from datakit.errors import DatakitError
 
 
@@ -26,16 +26,16 @@ from datakit.errors import DatakitError
     )
 )
 def scrape(
-    out_dir: Annotated[Path, typer.Option("--out", help="Output folder (manifest.parquet, failures.parquet, images/, search/).", file_okay=False)],
+    out_dir: Annotated[Path, out_option("manifest.parquet, failures.parquet, images/, search/.")],
     provider: Annotated[Optional[str], typer.Option(help="openverse (default, no key), wikimedia, brave, flickr, bing, folder, urls, synthetic.")] = None,
     source: Annotated[Optional[Path], typer.Option(help="folder: DIR of class subfolders; urls: CSV/Parquet with url,label.")] = None,
     endpoint: Annotated[Optional[str], typer.Option(help="Base URL of the search API (mirror, proxy, test server).")] = None,
     allow_private: Annotated[bool, typer.Option("--allow-private", help="Allow downloads from private/loopback addresses and any port (your own servers, tests).")] = False,
     per_query: Annotated[Optional[int], typer.Option(help="Results to keep per query (params: scrape.per_query, default 50).")] = None,
-    params_file: Annotated[Optional[Path], typer.Option("--params", help="params.yaml to read (default: ./params.yaml if present).")] = None,
+    params_file: ParamsOpt = None,
     extend: Annotated[bool, typer.Option("--extend", help="Allow changed queries/limits on an existing --out (adds to it).")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Fetch again results that failed for transient reasons (timeouts, 429, 5xx).")] = False,
-    report: Annotated[Path, typer.Option(help="Where to write the stage's figures (DVC metrics).")] = Path("reports/scrape.json"),
+    report: Annotated[Optional[Path], report_option("scrape")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the queries and settings; no request, no write.")] = False,
     api_key: Annotated[Optional[str], typer.Option("--api-key", hidden=True)] = None,
 ) -> None:
@@ -47,8 +47,9 @@ def scrape(
     responses in OUT/search/. Re-running the same command resumes a killed run.
     """
     from datakit.parallel import configure_from_params
-    from datakit.params import load_params, override
+    from datakit.params import load_params, section
     from datakit.scrape import Interrupted, Scraper
+    from datakit.stage import stage_report_path
 
     if api_key is not None:
         raise _fail(
@@ -58,9 +59,7 @@ def scrape(
     try:
         params = load_params(params_file)
         configure_from_params(params)  # download shards run on the Dask cluster when one is set
-        p = override(params.scrape, "scrape", per_query=per_query)
-        if allow_private:
-            p = override(p, "scrape", **{"fetch.allow_private": True})
+        p = section(params, "scrape", per_query=per_query, **({"fetch.allow_private": True} if allow_private else {}))
         name = provider or p.provider
         scraper = Scraper(p, provider=name, out=out_dir, source=str(source) if source else None, endpoint=endpoint,
                           extend=extend, retry_failed=retry_failed)
@@ -72,16 +71,16 @@ def scrape(
             return
         with RichUi() as ui:
             scraper.ui = ui
-            result = scraper.run()
+            result = scraper.run(stage_report_path("scrape", report))
     except Interrupted as exc:
         raise _fail(exc, exc.exit_code) from None
     except DatakitError as exc:
         raise _fail(exc) from None
-    _write_report(report, result.report)
     _print_scrape_summary(result, out_dir)
-    if result.short_labels:
+    short = result.extra["short_labels"]
+    if short:
         raise _fail(
-            f"labels below scrape.min_per_label={p.min_per_label}: {', '.join(result.short_labels)} "
+            f"labels below scrape.min_per_label={p.min_per_label}: {', '.join(short)} "
             f"(see the table above and {out_dir / 'failures.parquet'})", 3
         )
 
@@ -90,14 +89,14 @@ def _print_scrape_summary(result: Any, out_dir: Path) -> None:
     t = Table(title="scrape: per query", show_lines=False)
     for col in ("query", "returned", "stored", "dup bytes", "dup url", "failed", "failed by reason"):
         t.add_column(col, justify="left" if col in ("query", "failed by reason") else "right")
-    for r in result.per_query.to_dict("records"):
+    for r in result.extra["per_query"].to_dict("records"):
         t.add_row(r["query"], str(r["returned"]), str(r["stored"]), str(r["duplicate_bytes"]),
                   str(r["duplicate_url"]), str(r["failed"]), r["failed_by_reason"])
     out.print(t)
     t2 = Table(title="scrape: per label")
     t2.add_column("label")
     t2.add_column("stored", justify="right")
-    for r in result.per_label.to_dict("records"):
+    for r in result.extra["per_label"].to_dict("records"):
         t2.add_row(r["label"], str(r["stored"]))
     out.print(t2)
     rep = result.report

@@ -1,5 +1,12 @@
 """`datakit scrape`: queries -> search hits -> downloads -> validated, content-addressed images.
 
+The stage entry is `run(params, ctx, *, provider, ...) -> StageResult`: acquisition takes no
+input manifest, so the contract's `run(manifest, params, ctx)` loses its first argument here;
+`ctx.out` is the output folder, `ctx.root` the project root the in-memory `path`s are relative
+to, `ctx.progress` the progress protocol. The manifest (paths stored relative to the folder, so a
+scrape folder can be copied or moved and still names its own images) and the failures table are
+written by the one writer, `datakit.stage.write_result`.
+
 Layout of the output folder::
 
     manifest.parquet      one row per stored image (core columns, ARCHITECTURE.md)
@@ -26,11 +33,12 @@ import os
 import signal
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from datakit.errors import DatakitError, ParamsError, ProviderError, StoreError
 from datakit.fsutil import atomic_write_text, folder_lock, is_disk_full, remove_temp_files, sha256_file
@@ -42,15 +50,16 @@ from datakit.manifest import (
     SCRAPE_SCHEMA,
     check_labels,
     find_project_root,
+    read_stage_manifest,
     read_table,
     relpath,
-    write_table,
 )
 from datakit.params import ScrapeParams
 from datakit.scrape.download import Journal, Work, download, download_parallel
 from datakit.scrape.providers.base import Hit, Provider, ProviderSettings, Query, TransientProviderError
 from datakit.scrape.queries import build_queries, slug
 from datakit.scrape.searchhttp import SearchClient
+from datakit.stage import NoProgress, Progress, StageContext, StageResult, write_result
 
 STATE = ".datakit"
 RUN_FILE = "run.json"
@@ -65,31 +74,7 @@ class Interrupted(DatakitError):
         self.exit_code = 128 + signum
 
 
-class Ui(Protocol):
-    def start(self, phase: str, total: int) -> None: ...
-    def advance(self, phase: str, n: int = 1) -> None: ...
-    def note(self, message: str) -> None: ...
-
-
-class _NoUi:
-    def start(self, phase: str, total: int) -> None:
-        pass
-
-    def advance(self, phase: str, n: int = 1) -> None:
-        pass
-
-    def note(self, message: str) -> None:
-        pass
-
-
-@dataclass
-class ScrapeResult:
-    manifest: pd.DataFrame
-    failures: pd.DataFrame
-    per_query: pd.DataFrame
-    per_label: pd.DataFrame
-    report: dict[str, Any]
-    short_labels: list[str] = field(default_factory=list)
+STAGE = "scrape"
 
 
 @dataclass
@@ -161,17 +146,22 @@ def _signature(provider: str, queries: list[Query], p: ScrapeParams, settings: P
 
 
 class Scraper:
-    """One scrape run over one output folder. `run()` does everything; the CLI only prints."""
+    """One scrape run over one output folder. `run()` does everything; the CLI only prints.
+
+    `root` is the project root the returned manifest's `path`s are relative to (the stage
+    context's; by default the core rule, `find_project_root` of `out`). The files store them
+    relative to `out` whatever the root."""
 
     def __init__(self, params: ScrapeParams, *, provider: str, out: Path, source: str | None = None,
                  endpoint: str | None = None, extend: bool = False, retry_failed: bool = False,
-                 ui: Ui | None = None) -> None:
+                 progress: Progress | None = None, root: Path | None = None) -> None:
         self.p = params
         self.provider_name = provider
         self.out = Path(out)
+        self.root = Path(root) if root is not None else find_project_root(self.out)
         self.extend = extend
         self.retry_failed = retry_failed
-        self.ui = ui or _NoUi()
+        self.ui: Progress = progress or NoProgress()
         from datakit.scrape.providers import get_provider  # the registry imports every provider
 
         cls = get_provider(provider)
@@ -275,7 +265,6 @@ class Scraper:
 
     # -- assembly -----------------------------------------------------------------------
     def _assemble(self, items: list[_Item], dup_url: dict[str, str], journal: Journal) -> tuple[pd.DataFrame, pd.DataFrame]:
-        root = find_project_root(self.out)
         rows: list[dict[str, Any]] = []
         fails: list[dict[str, Any]] = []
         first_of: dict[str, int] = {}
@@ -309,7 +298,7 @@ class Scraper:
                 continue
             first_of[image_id] = len(rows)
             rows.append({
-                **base, "image_id": image_id, "path": relpath(root, self.out / rec["rel"]),
+                **base, "image_id": image_id, "path": relpath(self.root, self.out / rec["rel"]),
                 "source_url": src, "license": h.license, "license_url": h.license_url, "creator": h.creator,
                 "width": rec["width"], "height": rec["height"], "format": rec["format"], "bytes": rec["bytes"],
                 "title": h.title, "orig_width": rec["orig_width"], "orig_height": rec["orig_height"],
@@ -321,8 +310,16 @@ class Scraper:
         return manifest, failures
 
     # -- the whole run ------------------------------------------------------------------
-    def run(self) -> ScrapeResult:
+    def context(self) -> StageContext:
+        """The stage context this run writes through (`write_result`)."""
+        return StageContext(root=self.root, out=self.out, progress=self.ui)
+
+    def run(self, report: Path | None = None) -> StageResult:
+        """Search, download and write OUT's manifest and failures (and the figures to `report`,
+        when given, once the run is complete). Returns the StageResult, the CLI's per-query and
+        per-label tables and short labels in its `extra`."""
         self.out.mkdir(parents=True, exist_ok=True)
+        self._report_path = report
         with folder_lock(self.out, "datakit scrape") as self._lock_fd:
             try:
                 return asyncio.run(self._run())
@@ -331,7 +328,7 @@ class Scraper:
                     raise StoreError(f"cannot write the image store in {self.out}: {exc.strerror or exc}") from exc
                 raise
 
-    async def _run(self) -> ScrapeResult:
+    async def _run(self) -> StageResult:
         t0 = time.monotonic()
         state = self.out / STATE
         state.mkdir(exist_ok=True)
@@ -403,12 +400,12 @@ class Scraper:
                 loop.remove_signal_handler(signum)
             journal.close()
         manifest, failures = self._assemble(items, dup_url, journal)
-        write_table(failures, self.out / FAILURES, FAILURE_SCHEMA)
-        write_table(manifest, self.out / MANIFEST, SCRAPE_SCHEMA)
-        if caught:
+        if caught:  # what settled is written (the same writer), then the interruption is reported
+            write_result(StageResult(manifest, {}, typed_failures(failures), schema=SCRAPE_SCHEMA), self.context(), STAGE)
             raise Interrupted(caught[0])
-        atomic_write_text(done_marker, json.dumps({"results": len(items)}))  # written last
         result = self._summarise(items, manifest, failures, stats, time.monotonic() - t0)
+        write_result(result, self.context(), STAGE, getattr(self, "_report_path", None))
+        atomic_write_text(done_marker, json.dumps({"results": len(items)}))  # written last
         return result
 
     def _rebuild_from_tables(self, items: list[_Item], journal: Journal, store: ImageStore) -> None:
@@ -423,8 +420,8 @@ class Scraper:
         for name in (MANIFEST, FAILURES):
             path = self.out / name
             if path.exists():
-                try:
-                    tables[name] = read_table(path, name)
+                try:  # the manifest through the stage loader (either path format; only ids are used)
+                    tables[name] = read_stage_manifest(path, self.root)[0] if name == MANIFEST else read_table(path, name)
                 except DatakitError as exc:
                     self.ui.note(f"warning: cannot rebuild settled results from it: {exc}")
         manifest = tables.get(MANIFEST)
@@ -502,7 +499,7 @@ class Scraper:
                          f"names); results that fetch the same bytes take them over")
 
     def _summarise(self, items: list[_Item], manifest: pd.DataFrame, failures: pd.DataFrame,
-                   stats: dict[str, Any], seconds: float) -> ScrapeResult:
+                   stats: dict[str, Any], seconds: float) -> StageResult:
         qs = [q.text for q in self.queries]
         returned = Counter(it.query.text for it in items)
         stored = Counter(manifest["query"]) if len(manifest) else Counter()
@@ -539,9 +536,30 @@ class Scraper:
             report["images_per_s"] = round(stats.get("downloaded_now", 0) / max(stats["download_seconds"], 1e-9), 1)
         if getattr(self, "rate_limits", None):
             report["rate_limit_headers"] = self.rate_limits
-        return ScrapeResult(manifest, failures, pd.DataFrame(per_query), pd.DataFrame(per_label), report, short)
+        return StageResult(manifest, report, typed_failures(failures), schema=SCRAPE_SCHEMA,
+                           extra={"per_query": pd.DataFrame(per_query), "per_label": pd.DataFrame(per_label),
+                                  "short_labels": short})
 
 
-def run(params: ScrapeParams, **kwargs: Any) -> ScrapeResult:
-    """Functional entry point: `Scraper(params, **kwargs).run()`."""
-    return Scraper(params, **kwargs).run()
+def typed_failures(failures: pd.DataFrame) -> pd.DataFrame:
+    """The failures frame with FAILURE_SCHEMA's integer columns as nullable Int32, so the one
+    writer (which infers the types of columns outside the stage failure schema) stores them as
+    int32, as before, rather than as doubles where a value is missing."""
+    out = failures.copy()
+    for f in FAILURE_SCHEMA:
+        if f.name in out.columns and pa.types.is_integer(f.type):
+            out[f.name] = pd.array([None if v is None or pd.isna(v) else int(v) for v in out[f.name]], dtype="Int32")
+    return out
+
+
+def run(params: ScrapeParams, ctx: StageContext, *, provider: str | None = None, source: str | None = None,
+        endpoint: str | None = None, extend: bool = False, retry_failed: bool = False,
+        report: Path | None = None) -> StageResult:
+    """Acquisition's stage entry: search `provider` (default `params.provider`) for every query
+    and store the images in `ctx.out`, written with `write_result` (paths relative to the folder).
+    No input manifest: acquisition starts the pipeline."""
+    if ctx.out is None:
+        raise ParamsError("scrape needs an output folder (--out DIR)")
+    scraper = Scraper(params, provider=provider or params.provider, out=ctx.out, source=source, endpoint=endpoint,
+                      extend=extend, retry_failed=retry_failed, progress=ctx.progress, root=ctx.root)
+    return scraper.run(report)
