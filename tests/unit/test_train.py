@@ -88,12 +88,24 @@ FINETUNE = {"backbone": "resnet18", "pretrained": False, "image_size": 32, "epoc
 
 
 def _train(balance: Path, raw: dict[str, Any], out: Path, **kw: Any) -> dict[str, Any]:
+    """The train stage as the command runs it (the augmenter built from params.yaml `augment`)."""
     from datakit.augment import parse_augment
-    from datakit.train.data import load_input
-    from datakit.train.loop import run
+    from datakit.cli.train import OnlineAugmenter
+    from datakit.train.loop import train_folder
 
-    df, root = load_input(balance)
-    return run(df, parse_train(raw), root=root, input_dir=balance, out_dir=out, augment=parse_augment(None), **kw)
+    return train_folder(balance, out, parse_train(raw), augment=OnlineAugmenter(parse_augment(None)), **kw).report
+
+
+def _evaluate(model: Path, data: Path, params: Any, out: Path) -> dict[str, Any]:
+    """The evaluate stage through the one run-a-stage call (writes OUT/manifest.parquet, failures)."""
+    from functools import partial
+
+    from datakit.cli.train import OnlineAugmenter
+    from datakit.stage import SPLIT, run_stage
+    from datakit.train.evaluate import run
+
+    return run_stage("evaluate", partial(run, model=model, augment_from=OnlineAugmenter.from_settings), data, out,
+                     params, needs=(SPLIT,), required=("label",)).report
 
 
 # ------------------------------------------------------------------------------- params
@@ -137,7 +149,7 @@ def test_metrics_match_sklearn_on_known_predictions() -> None:
         precision_recall_fscore_support,
     )
 
-    from datakit.evaluate import metrics
+    from datakit.train.evaluate import metrics
 
     actual = ["a"] * 6 + ["b"] * 3 + ["c"] * 1
     predicted = ["a", "a", "a", "a", "b", "c", "b", "b", "a", "c"]
@@ -154,7 +166,7 @@ def test_metrics_match_sklearn_on_known_predictions() -> None:
 
 
 def test_confusion_png_draws_any_size() -> None:
-    from datakit.evaluate import confusion_png
+    from datakit.train.evaluate import confusion_png
 
     for n in (2, 15, 40):
         data = confusion_png([f"class-{i}" for i in range(n)], np.eye(n, dtype=int) * 3, "t")
@@ -204,7 +216,6 @@ def test_class_weights_sources(tmp_path: Path) -> None:
 def test_linear_probe_learns_uses_smote_rows_reads_weights_and_evaluates(tmp_path: Path) -> None:
     from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
-    from datakit.evaluate import run as evaluate
     from datakit.train.predict import load_model
 
     balance = make_project(tmp_path, smote_row=True, folds=3, embeddings=True)
@@ -219,7 +230,7 @@ def test_linear_probe_learns_uses_smote_rows_reads_weights_and_evaluates(tmp_pat
     assert lm.payload["embed_meta"]["backbone"] == "resnet18" and lm.payload["feature_dim"] == DIM
 
     out = tmp_path / "eval"
-    rep = evaluate(tmp_path / "probe", balance, parse_evaluate({"device": "cpu", "num_workers": 0}), out)
+    rep = _evaluate(tmp_path / "probe", balance, parse_evaluate({"device": "cpu", "num_workers": 0}), out)
     preds = pd.read_csv(out / "predictions.csv")
     assert list(preds.columns) == ["image_id", "path", "actual", "predicted", "confidence"]
     assert len(preds) == rep["n_test"] == 15
@@ -350,7 +361,7 @@ def test_bad_class_weights_file_fails_before_training(tmp_path: Path) -> None:
 
 def test_dist_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     from datakit.errors import DatakitError
-    from datakit.train.loop import dist_from_env
+    from datakit.train.devices import dist_from_env
 
     monkeypatch.delenv("RANK", raising=False)
     monkeypatch.delenv("WORLD_SIZE", raising=False)

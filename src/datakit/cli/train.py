@@ -6,27 +6,63 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
 
+from datakit.cli.common import ParamsOpt, input_argument, load, out_option, report_option
 from datakit.console import err, out
 from datakit.console import fail as _fail
-from datakit.console import write_report as _write_report
 from datakit.errors import DatakitError
+from datakit.stage import NoProgress
 
 _NO_TORCH = ("{cmd} needs torch and torchvision (the `train` extra): pip install 'datakit[train]' "
              "(or the CUDA build of torch from download.pytorch.org for a GPU)")
 
 
+class _Notes(NoProgress):
+    """Progress for the model commands: one plain line per note (epochs, refit points) on stderr."""
+
+    def note(self, message: str) -> None:
+        err.print(message, highlight=False, markup=False)
 
 
-def _note(message: str) -> None:
-    err.print(message, highlight=False, markup=False)
+@dataclass(frozen=True)
+class OnlineAugmenter:
+    """The online augmentation `datakit train` hands the trainer (`datakit.train.data.OnlineAugment`),
+    built here from params.yaml `augment` so the learning family imports no augment code. Pickled
+    into DataLoader workers; each builds its own pipeline."""
+
+    params: Any  # datakit.augment.AugmentParams
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> OnlineAugmenter:
+        """The augmenter of the settings a model.pt recorded (evaluate's retrain refits)."""
+        from datakit.augment import AugmentParams
+
+        return cls(AugmentParams.model_validate(settings))
+
+    def active(self) -> bool:
+        return bool(self.params.spec())
+
+    def pipeline(self, size: tuple[int, int]) -> Any:
+        from datakit.augment import build_pipeline
+
+        return build_pipeline(self.params, size=size)
+
+    def apply(self, pipeline: Any, pixels: Any, seed: int) -> Any:
+        from datakit.augment import apply
+
+        return apply(pipeline, pixels, seed)[0]
+
+    def settings(self) -> dict[str, Any]:
+        return self.params.model_dump()
+
+    def describe(self) -> str:
+        return "transforms" if self.params.transforms is not None else f"preset:{self.params.preset}"
 
 
 def _need_torch(cmd: str) -> None:
@@ -88,10 +124,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command(epilog=TRAIN_EPILOG)
     def train(
-        input_dir: Annotated[Path, typer.Argument(metavar="INPUT", help="A balance (or split/augment) folder: manifest.parquet with split; class_weights.json and embeddings.parquet are read from it when present.", exists=True)],
-        out_dir: Annotated[Path, typer.Option("--out", help="Output folder: model.pt, history.csv, dvclive/.", file_okay=False)],
-        params_file: Annotated[Optional[Path], typer.Option("--params", help="params.yaml to read (default: ./params.yaml if present).")] = None,
-        report: Annotated[Path, typer.Option(help="Where to write best epoch, val metrics, speed (DVC metrics).")] = Path("reports/train.json"),
+        input_dir: Annotated[Path, input_argument("A balance (or split/augment) folder: manifest.parquet with split; class_weights.json and embeddings.parquet are read from it when present.")],
+        out_dir: Annotated[Path, out_option("model.pt, history.csv, dvclive/ (and failures.parquet when rows were left out).")],
+        params_file: ParamsOpt = None,
+        report: Annotated[Optional[Path], report_option("train")] = None,
         mode: Annotated[Optional[str], typer.Option(help="Override train.mode: finetune or linear_probe (a switch also takes that mode's epochs, batch_size, lr and weight_decay unless given).")] = None,
         backbone: Annotated[Optional[str], typer.Option(help="Override train.backbone (efficientnet_lite0: ImageNet weights offline; resnet18, resnet50, mobilenet_v3_small, efficientnet_b0, ...; default: finetune resnet18, linear_probe efficientnet_lite0).")] = None,
         epochs: Annotated[Optional[int], typer.Option(help="Override train.epochs.")] = None,
@@ -109,53 +145,35 @@ def register(app: typer.Typer) -> None:
         included; seconds on a CPU. Class weights come from INPUT/class_weights.json
         (class_weights: auto). Early stopping on the val split keeps the best epoch. On CUDA: bf16
         autocast, channels_last; under torchrun: DDP. Images are decoded once into a uint8 cache."""
-        from datakit.augment import parse_augment
-        from datakit.fsutil import folder_lock
-        from datakit.params import load_params
-        from datakit.train.params import MODE_DEFAULTS, parse_train
+        from datakit.params import section
+        from datakit.stage import stage_report_path
+        from datakit.train.params import train_section
 
+        params = load(params_file)
         try:
-            params = load_params(params_file)
-            raw = dict(getattr(params, "train", None) or {})
-            overrides = {"mode": mode, "backbone": backbone, "epochs": epochs, "batch_size": batch_size,
-                         "device": device, "seed": seed, "pretrained": pretrained}
-            if mode is not None and mode != raw.get("mode", "finetune"):
-                # a mode switch takes that mode's epochs, batch size, lr and weight decay unless given
-                for key in MODE_DEFAULTS[mode if mode in MODE_DEFAULTS else "finetune"]:
-                    raw.pop(key, None)
-            raw.update({k: v for k, v in overrides.items() if v is not None})
-            p = parse_train(raw)
-            aug = parse_augment(getattr(params, "augment", None)) if p.mode == "finetune" and p.online_augment else None
+            p = train_section(params, mode=mode, backbone=backbone, epochs=epochs, batch_size=batch_size,
+                              device=device, seed=seed, pretrained=pretrained)
+            augment = OnlineAugmenter(section(params, "augment")) if p.augments_online else None
         except DatakitError as exc:
             raise _fail(exc) from None
         _need_torch("datakit train")
-        from datakit.train.data import load_input
-        from datakit.train.loop import HISTORY_FILE, MODEL_FILE
-        from datakit.train.loop import run as run_train
+        from datakit.train.loop import train_folder
 
-        main = os.environ.get("RANK", "0") == "0"
+        report = stage_report_path("train", report)
         try:
-            df, root = load_input(input_dir)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            lock = folder_lock(out_dir, "datakit train") if main else contextlib.nullcontext()
-            with lock:
-                rep = run_train(df, p, root=root, input_dir=input_dir, out_dir=out_dir, augment=aug, log=_note)
+            result = train_folder(input_dir, out_dir, p, report=report, augment=augment, progress=_Notes())
         except DatakitError as exc:
             raise _fail(exc) from None
-        if not main:
+        if not result.extra["main"]:
             return
-        _write_report(report, rep)
+        rep = result.report
         hist = Table(title=f"train ({p.mode}, {p.backbone}, {rep['device']}): per epoch")
         for col in ("epoch", "train_loss", "val_loss", "val_acc", "val_bal_acc", "seconds"):
             hist.add_column(col, justify="right")
-        import csv
-
-        with open(out_dir / HISTORY_FILE, encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-        for r in rows[-25:]:
+        for r in result.extra["history"][-25:]:
             mark = " *" if int(r["epoch"]) == rep["best_epoch"] else ""
-            hist.add_row(r["epoch"] + mark, *(_num(float(r[k])) if r[k] else "-" for k in (
-                "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy")), r["seconds"])
+            hist.add_row(str(r["epoch"]) + mark, *(_num(r[k]) for k in (
+                "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy")), str(r["seconds"]))
         out.print(hist)
         speed = rep.get("images_per_s", rep.get("vectors_per_s"))
         unit = "images/s" if "images_per_s" in rep else "vectors/s"
@@ -164,16 +182,16 @@ def register(app: typer.Typer) -> None:
                   f"val accuracy {_num(rep['val_accuracy'])}, balanced {_num(rep['val_balanced_accuracy'])}; "
                   f"{rep['n_train']} train rows, {rep['n_val']} val; {_num(speed, 1)} {unit}; "
                   f"skipped {skipped or 'none'}\n"
-                  f"model: {out_dir / MODEL_FILE}   history: {out_dir / HISTORY_FILE}   report: {report}",
+                  f"model: {result.files['model']}   history: {result.files['history']}   report: {report}",
                   highlight=False)
 
     @app.command(epilog=EVALUATE_EPILOG)
     def evaluate(
         model_dir: Annotated[Path, typer.Argument(metavar="MODEL_DIR", help="A train output folder (model.pt).", exists=True)],
-        out_dir: Annotated[Path, typer.Option("--out", help="Output folder: predictions.csv, per_class.csv, confusion.png, mistakes.json, learning_curve.csv, cv.csv.", file_okay=False)],
+        out_dir: Annotated[Path, out_option("predictions.csv, per_class.csv, confusion.png, mistakes.json, learning_curve.csv, cv.csv; manifest.parquet (the test rows with predicted, confidence), failures.parquet.")],
         data: Annotated[Optional[Path], typer.Option("--data", help="The dataset folder whose test split is scored (default: the folder the model was trained on).")] = None,
-        params_file: Annotated[Optional[Path], typer.Option("--params", help="params.yaml to read (default: ./params.yaml if present).")] = None,
-        report: Annotated[Path, typer.Option(help="Where to write accuracy, balanced accuracy, per-class figures (DVC metrics).")] = Path("reports/evaluate.json"),
+        params_file: ParamsOpt = None,
+        report: Annotated[Optional[Path], report_option("evaluate")] = None,
         device: Annotated[Optional[str], typer.Option(help="Override evaluate.device: auto, cpu, cuda, cuda:N.")] = None,
     ) -> None:
         """Score a trained model on the held-out test split (kept originals only).
@@ -183,35 +201,28 @@ def register(app: typer.Typer) -> None:
         and, when split.folds made folds, a k-fold mean +- std. Curve and fold points are refits:
         a linear probe on the embeddings table when there is one (seconds), else re-training with
         the model's train params (evaluate.refit)."""
-        from datakit.params import load_params
-        from datakit.train.params import parse_evaluate
+        from functools import partial
+
+        from datakit.cli.common import run_command
+        from datakit.params import section
+        from datakit.stage import SPLIT, stage_report_path
 
         try:
-            params = load_params(params_file)
-            raw = dict(getattr(params, "evaluate", None) or {})
-            if device is not None:
-                raw["device"] = device
-            p = parse_evaluate(raw)
+            p = section(load(params_file), "evaluate", device=device)
         except DatakitError as exc:
             raise _fail(exc) from None
         _need_torch("datakit evaluate")
-        from datakit.evaluate import run as run_evaluate
-        from datakit.fsutil import folder_lock
-        from datakit.train.predict import load_model
+        from datakit.train.evaluate import default_data
+        from datakit.train.evaluate import run as run_evaluate
 
         try:
-            if data is None:
-                recorded = load_model(model_dir).payload.get("input")
-                if not recorded or not Path(recorded).exists():
-                    raise DatakitError(f"{model_dir}/model.pt does not name a dataset folder that exists here "
-                                       f"({recorded!r}); give --data INPUT")
-                data = Path(recorded)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            with folder_lock(out_dir, "datakit evaluate"):
-                rep = run_evaluate(model_dir, data, p, out_dir, log=_note)
+            data = data if data is not None else default_data(model_dir)
         except DatakitError as exc:
             raise _fail(exc) from None
-        _write_report(report, rep)
+        result = run_command("evaluate", partial(run_evaluate, model=model_dir, augment_from=OnlineAugmenter.from_settings),
+                             data, out_dir, p, needs=(SPLIT,), required=("label",), report=report)
+        report = stage_report_path("evaluate", report)
+        rep = result.report
         t = Table(title=f"evaluate: {rep['n_test']} test images")
         for col in ("label", "precision", "recall", "f1", "support"):
             t.add_column(col, justify="left" if col == "label" else "right")
@@ -264,4 +275,4 @@ def register(app: typer.Typer) -> None:
                   + (f"\npredictions: {out_file}" if out_file is not None else ""), highlight=False)
 
 
-__all__ = ["predict_table", "register"]
+__all__ = ["OnlineAugmenter", "predict_table", "register"]

@@ -1,7 +1,7 @@
 """What the trainer reads: rows of a balance manifest, pixels through a uint8 cache, embeddings.
 
-Rows. Only `keep` true rows count anywhere (a missing `keep` column means all rows are kept; a
-null `keep` means not kept, as in split/augment/balance). Train rows are every kept `train` row
+Rows. Only kept rows count anywhere (`datakit.stage.kept`: a missing `keep` column keeps every
+row; a null `keep` is not kept, as in split/augment/balance). Train rows are every kept `train` row
 whatever its origin (original, augmented, oversampled, smote_pixels, smote); val and test rows are
 the kept originals. Fine-tuning needs an image, so rows without a `path` (origin `smote`: vectors
 only) are skipped and counted; the linear probe needs a vector, so rows missing from the
@@ -30,7 +30,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -38,52 +38,42 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from datakit.errors import DatakitError, ManifestError, ParamsError
+from datakit.errors import DatakitError, ParamsError
 from datakit.fsutil import atomic_write_text, folder_lock
 from datakit.images import ImageRejected, load_image
-from datakit.manifest import MANIFEST, find_project_root, read_manifest, resolve
+from datakit.stage import EMBEDDINGS, ORIGINAL, kept, origins
 
-ORIGINAL = "original"
 CACHE_VERSION = "v1"
 CLASS_WEIGHTS_FILE = "class_weights.json"
-EMBEDDINGS_FILE = "embeddings.parquet"
+
+
+class OnlineAugment(Protocol):
+    """Online augmentation of train images, handed in by the caller (the train command builds it
+    from params.yaml `augment`): the learning family imports no augment code. It is pickled into
+    DataLoader workers, each of which builds its own pipeline once."""
+
+    def active(self) -> bool:
+        """False when there is nothing to apply (preset none)."""
+        ...
+
+    def pipeline(self, size: tuple[int, int]) -> Any:
+        """A pipeline whose output is `size` (the training crop)."""
+        ...
+
+    def apply(self, pipeline: Any, pixels: np.ndarray, seed: int) -> np.ndarray:
+        """`pixels` (uint8 HWC) augmented, the draw fixed by `seed`."""
+        ...
+
+    def settings(self) -> dict[str, Any]:
+        """Plain settings recorded in model.pt (and read back for evaluate's retrain refits)."""
+        ...
+
+    def describe(self) -> str:
+        """One word for dvclive's params (`transforms`, `preset:fashion`)."""
+        ...
 
 
 # ------------------------------------------------------------------------------------- rows
-
-
-def load_input(folder: Path) -> tuple[pd.DataFrame, Path]:
-    """A balance (or split/augment) folder -> (validated manifest, project root).
-
-    Like `dedup.load_input`, but rows without a path (origin `smote`: vectors only) are legal;
-    the image files of every kept row that names one must exist."""
-    folder = Path(folder)
-    path = folder / MANIFEST if folder.is_dir() else folder
-    if not path.exists():
-        raise DatakitError(f"no manifest at {path}: give the folder of an earlier stage (e.g. data/balance)")
-    root = find_project_root(path.parent)
-    df = read_manifest(path, root=root, check_files=False, required=("image_id", "path", "label"))
-    if "split" not in df.columns:
-        raise ManifestError(f"{path}: no `split` column; run `datakit split` (then augment/balance) first")
-    has_path = df["path"].map(lambda p: isinstance(p, str) and p != "")
-    check = kept_mask(df) & has_path
-    gone = [int(i) for i, p in zip(df.index[check], df.loc[check, "path"], strict=True) if not resolve(root, p).is_file()]
-    if gone:
-        shown = ", ".join(map(str, gone[:10])) + (f" (and {len(gone) - 10} more)" if len(gone) > 10 else "")
-        raise ManifestError(f"invalid manifest {path}: image files missing for rows {shown} (paths are relative to {root})")
-    return df, root
-
-
-def kept_mask(df: pd.DataFrame) -> pd.Series:
-    if "keep" not in df.columns:
-        return pd.Series(True, index=df.index)
-    return df["keep"].astype("boolean").fillna(False).astype(bool)
-
-
-def origins(df: pd.DataFrame) -> pd.Series:
-    if "origin" not in df.columns:
-        return pd.Series(ORIGINAL, index=df.index)
-    return df["origin"].fillna(ORIGINAL).astype(str)
 
 
 def has_image(df: pd.DataFrame) -> pd.Series:
@@ -92,7 +82,7 @@ def has_image(df: pd.DataFrame) -> pd.Series:
 
 def split_rows(df: pd.DataFrame, split: str, *, originals_only: bool) -> pd.DataFrame:
     """Kept rows of `split` (all origins for train, originals for val/test when asked)."""
-    mask = kept_mask(df) & df["split"].eq(split)
+    mask = kept(df) & df["split"].eq(split)
     if originals_only:
         mask &= origins(df).eq(ORIGINAL)
     return df[mask]
@@ -199,7 +189,8 @@ def center_crop(pixels: np.ndarray, crop: int) -> np.ndarray:
     return pixels[top : top + crop, left : left + crop]
 
 
-def _read(root: Path, rel: str) -> tuple[Image.Image | None, str | None]:
+def read_image(root: Path, rel: str) -> tuple[Image.Image | None, str | None]:
+    """(image, None) or (None, the reason code it could not be read)."""
     try:
         return load_image(root, rel), None
     except ImageRejected as exc:
@@ -220,7 +211,7 @@ class _Decode(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str | None]:
-        im, reason = _read(self.root, self.paths[i])
+        im, reason = read_image(self.root, self.paths[i])
         if im is None:
             return i, None, reason
         return i, square(im, self.side, self.interpolation), None
@@ -320,19 +311,20 @@ def sample_seed(seed: int, epoch: int, image_id: str) -> int:
 
 
 class ImageRows(Dataset):
-    """row -> (uint8 CHW crop tensor, class index, row). `augment` (an albumentations Compose
-    factory) is applied to the cached square for training; otherwise the central crop.
+    """row -> (uint8 CHW crop tensor, class index, row). `augment` (an `OnlineAugment`, its
+    pipeline output the `crop` square) is applied to the cached square for training; otherwise
+    the central crop.
     `geometry="recipe"` uses the weights' own resize + crop (`Preprocess.resized`) instead of the
     square (how `datakit embed` saw images; for linear-probe models on new images)."""
 
     def __init__(self, root: Path, ids: Sequence[str], paths: Sequence[str], y: Sequence[int], *, side: int, crop: int,
                  interpolation: str = "bilinear", cache: PixelCache | None = None,
-                 augment: Callable[[], Any] | None = None, seed: int = 0, geometry: str = "square",
+                 augment: OnlineAugment | None = None, seed: int = 0, geometry: str = "square",
                  preprocess: dict[str, Any] | None = None) -> None:
         self.root = Path(root)
         self.ids, self.paths, self.y = list(map(str, ids)), list(paths), list(map(int, y))
         self.side, self.crop, self.interpolation = int(side), int(crop), interpolation
-        self.cache, self.make_augment, self.seed = cache, augment, seed
+        self.cache, self.augment, self.seed = cache, augment, seed
         self.geometry, self.preprocess = geometry, preprocess
         self.epoch = 0
         self._pipeline: Any = None
@@ -344,7 +336,7 @@ class ImageRows(Dataset):
     def _square(self, i: int) -> np.ndarray | None:
         if self.cache is not None and self.ids[i] in self.cache.slots:
             return self.cache.get(self.ids[i])
-        im, _reason = _read(self.root, self.paths[i])
+        im, _reason = read_image(self.root, self.paths[i])
         if im is None:
             return None
         if self.geometry == "recipe":
@@ -359,12 +351,10 @@ class ImageRows(Dataset):
         pixels = self._square(i)
         if pixels is None:
             return None
-        if self.make_augment is not None:
-            from datakit.augment import apply
-
+        if self.augment is not None:
             if self._pipeline is None:
-                self._pipeline = self.make_augment()
-            pixels, _ = apply(self._pipeline, pixels, sample_seed(self.seed, self.epoch, self.ids[i]))
+                self._pipeline = self.augment.pipeline((self.crop, self.crop))
+            pixels = self.augment.apply(self._pipeline, pixels, sample_seed(self.seed, self.epoch, self.ids[i]))
         elif pixels.shape[0] != self.crop or pixels.shape[1] != self.crop:
             pixels = center_crop(pixels, self.crop)
         x = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
@@ -399,6 +389,17 @@ class VectorRows(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
         return self.X[i], int(self.y[i]), i
+
+
+def make_loader(ds: Dataset, batch_size: int, *, shuffle: bool, sampler: Any, num_workers: int, cuda: bool,
+                seed: int, drop_last: bool = False) -> DataLoader:
+    """The DataLoader every train, evaluate and predict pass uses: seeded shuffling and worker
+    seeds, pinned memory on CUDA, unreadable images dropped by `collate`."""
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                      num_workers=num_workers, pin_memory=cuda, drop_last=drop_last, collate_fn=collate,
+                      generator=g, worker_init_fn=seed_worker if num_workers else None, persistent_workers=False)
 
 
 def seed_everything(seed: int) -> None:
@@ -442,18 +443,18 @@ class Embeddings:
 def load_embeddings(path: Path) -> Embeddings:
     path = Path(path)
     if path.is_dir():
-        path = path / EMBEDDINGS_FILE
+        path = path / EMBEDDINGS
     if not path.exists():
         raise DatakitError(f"no embeddings table at {path}: run `datakit embed` on the dataset first "
                            "(or set train.embeddings to the table)")
-    from datakit.embed import read_embeddings
+    from datakit.vectors import read_embeddings
 
     ids, X, meta = read_embeddings(path)
     return Embeddings([str(i) for i in ids], np.asarray(X, dtype=np.float32), dict(meta or {}))
 
 
 __all__ = [
-    "Embeddings", "ImageRows", "PixelCache", "VectorRows", "center_crop", "collate", "kept_mask", "label_list",
-    "load_embeddings", "load_input", "origins", "read_class_weights", "seed_everything", "seed_worker", "split_rows",
-    "square", "subsample", "targets",
+    "Embeddings", "ImageRows", "OnlineAugment", "PixelCache", "VectorRows", "center_crop", "collate", "label_list",
+    "load_embeddings", "make_loader", "read_class_weights", "read_image", "seed_everything", "seed_worker", "split_rows", "square",
+    "subsample", "targets",
 ]

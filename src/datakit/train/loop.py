@@ -1,9 +1,10 @@
-"""One training run (`fit`) and the train stage around it (`run`).
+"""One training run (`fit`) and the train stage around it (`run`, `train_folder`).
 
 `fit` trains a model on the rows it is given and returns it with the best validation state
 loaded; `evaluate` calls it again for learning-curve and fold points. `run` is the stage: it
-picks the rows, reads class weights and embeddings, sets up the device (and DDP under torchrun),
-logs to dvclive and writes `OUT/model.pt` and `OUT/history.csv` (rank 0 only).
+picks the rows, reads class weights and embeddings, sets up the device (and DDP under torchrun,
+`devices.py`), logs to dvclive and writes `OUT/model.pt` and `OUT/history.csv` (rank 0 only,
+`checkpoint.py`). The networks and metrics are in `nets.py`.
 
 Modes. `finetune`: AdamW, the new head at `lr` and the backbone at `lr * backbone_lr_scale`
 (0 freezes it), cosine schedule over `epochs`, mini-batches of uint8 crops. `linear_probe`: a
@@ -14,9 +15,6 @@ so it converges in seconds whatever the row count. With `patience: 0` (the probe
 probe is fitted to convergence and the last epoch is kept, as scikit-learn does: the L2 term, not
 the val loss, regularises it (picking the epoch of least val loss stopped a 43-class grocery probe
 after 10 iterations, 2.7 points below scikit-learn on the test set).
-
-Devices. On CUDA: bf16 autocast (`amp`), channels_last, pinned host memory and non-blocking
-copies; images travel as uint8 and are normalised on the device. On the CPU: float32.
 
 DDP. Under `torchrun` (WORLD_SIZE > 1) the process group is `nccl` on CUDA and `gloo` on the
 CPU; the train rows are sharded by a DistributedSampler (seeded, reshuffled per epoch), each
@@ -37,16 +35,10 @@ so a CPU run is repeatable whatever `num_workers`. CUDA runs are seeded but not 
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import functools
-import io
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -58,230 +50,34 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
-from datakit.augment import AugmentParams, build_pipeline
 from datakit.errors import DatakitError
-from datakit.fsutil import atomic_write, atomic_write_text
 from datakit.manifest import relpath
-from datakit.models import build, head_parameters, pick_device, preprocess_for
+from datakit.models import pick_device, preprocess_for
+from datakit.stage import EMBEDDINGS, SPLIT, StageContext, StageResult, as_rows, failure_rows, load_input
+from datakit.train.checkpoint import HISTORY_FILE, MODEL_FILE, live_logger, payload, save_model, write_history
 from datakit.train.data import (
     Embeddings,
     ImageRows,
+    OnlineAugment,
     PixelCache,
     VectorRows,
-    collate,
     has_image,
     label_list,
     load_embeddings,
+    make_loader,
     read_class_weights,
     seed_everything,
-    seed_worker,
     split_rows,
     targets,
 )
+from datakit.train.devices import Dist, Inputs, all_sum, autocast, barrier, dist_from_env, setup_device, uneven_inputs
+from datakit.train.nets import ProbeHead, make_model, param_groups, scores
 from datakit.train.params import TrainParams
 
-FORMAT = "datakit.model/1"
-MODEL_FILE = "model.pt"
-HISTORY_FILE = "history.csv"
 PROBE_ITERS_PER_EPOCH = 10  # L-BFGS iterations that make one probe "epoch"
-HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy", "lr", "seconds"]
+STAGE = "train"
 
 Log = Callable[[str], None]
-
-
-# --------------------------------------------------------------------------- devices, DDP
-
-
-@dataclass(frozen=True)
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def dist_from_env() -> Dist:
-    """RANK / WORLD_SIZE / LOCAL_RANK as torchrun sets them (a plain run: rank 0 of 1)."""
-    try:
-        return Dist(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
-                    int(os.environ.get("LOCAL_RANK", "0")))
-    except ValueError:
-        raise DatakitError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (as torchrun sets them)") from None
-
-
-def setup_device(requested: str, d: Dist) -> torch.device:
-    """The device of this process; under DDP also joins the process group (nccl on CUDA,
-    gloo on the CPU)."""
-    if not d.enabled:
-        return pick_device(requested)
-    import torch.distributed as tdist
-
-    cuda = requested != "cpu" and torch.cuda.is_available()
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        pick_device(requested)  # raises the ModelError that says so
-    if cuda:
-        torch.cuda.set_device(d.local_rank)
-        device = torch.device("cuda", d.local_rank)
-    else:
-        device = torch.device("cpu")
-    if not tdist.is_initialized():
-        # DATAKIT_DIST_TIMEOUT_S: how long a collective waits for the slowest rank (torch's default,
-        # 10-30 min, is too short when rank 0 first builds the pixel cache of millions of images
-        # while the others wait at the barrier)
-        timeout = os.environ.get("DATAKIT_DIST_TIMEOUT_S")
-        extra: dict[str, Any] = {}
-        if timeout:
-            try:
-                extra["timeout"] = timedelta(seconds=float(timeout))
-            except ValueError:
-                raise DatakitError(f"DATAKIT_DIST_TIMEOUT_S must be a number of seconds (got {timeout!r})") from None
-        tdist.init_process_group(backend="nccl" if cuda else "gloo", **extra)
-    return device
-
-
-def _uneven_inputs(net: nn.Module) -> contextlib.AbstractContextManager[Any]:
-    """Under DDP, lets ranks run different numbers of train steps (a rank skips a batch whose
-    images are all unreadable): the ranks that finish first shadow the others' gradient
-    all-reduces instead of leaving them waiting forever."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    if isinstance(net, DistributedDataParallel):
-        from torch.distributed.algorithms.join import Join
-
-        return Join([net])
-    return contextlib.nullcontext()
-
-
-def _barrier(d: Dist) -> None:
-    if d.enabled:
-        import torch.distributed as tdist
-
-        tdist.barrier()
-
-
-def _all_sum(values: torch.Tensor, d: Dist) -> torch.Tensor:
-    if d.enabled:
-        import torch.distributed as tdist
-
-        tdist.all_reduce(values, op=tdist.ReduceOp.SUM)
-    return values
-
-
-class Inputs:
-    """Moves a batch to the device: images (uint8 NCHW) normalised there, vectors as they are."""
-
-    def __init__(self, device: torch.device, *, images: bool, mean: Any = None, std: Any = None,
-                 channels_last: bool = True) -> None:
-        self.device, self.images = device, images
-        self.cuda = device.type == "cuda"
-        self.channels_last = channels_last and self.cuda and images
-        if images:
-            self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1) * 255.0
-            self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1) * 255.0
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=self.cuda)
-        if not self.images:
-            return x.float()
-        x = (x.float() - self.mean) / self.std
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
-
-
-def autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[Any]:
-    if device.type == "cuda" and amp:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-# ------------------------------------------------------------------------------- models
-
-
-class ProbeHead(nn.Module):
-    """The linear probe: standardise the embedding (train mean / std, buffers), then Linear."""
-
-    def __init__(self, dim: int, n_classes: int) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("scale", torch.ones(dim))
-        self.linear = nn.Linear(dim, n_classes)
-        # Zero start (the usual for a probe: the loss is convex, so this changes where a short
-        # run ends, not the optimum): no random projection of noise dimensions to unlearn.
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear((x - self.mean) / self.scale)
-
-
-def make_model(mode: str, backbone: str, *, pretrained: bool, n_classes: int, dim: int | None, seed: int) -> nn.Module:
-    if mode == "finetune":
-        return build(backbone, pretrained=pretrained, num_classes=n_classes, seed=seed)
-    torch.manual_seed(seed)
-    return ProbeHead(int(dim or 0), n_classes)
-
-
-def _param_groups(model: nn.Module, params: TrainParams, lr: float) -> list[dict[str, Any]]:
-    if params.mode != "finetune":
-        return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
-    head = head_parameters(model, params.backbone)
-    head_ids = {id(p) for p in head}
-    rest = [p for p in model.parameters() if id(p) not in head_ids]
-    groups: list[dict[str, Any]] = [{"params": head, "lr": lr}]
-    if params.backbone_lr_scale > 0:
-        groups.append({"params": rest, "lr": lr * params.backbone_lr_scale})
-    else:
-        for p in rest:
-            p.requires_grad_(False)
-    return groups
-
-
-# ------------------------------------------------------------------------------- metrics
-
-
-def confusion(y: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
-    cm = np.zeros((n, n), dtype=np.int64)
-    np.add.at(cm, (y, pred), 1)
-    return cm
-
-
-def scores(cm: np.ndarray) -> tuple[float | None, float | None]:
-    """(accuracy, balanced accuracy) of a confusion matrix (rows: actual); balanced accuracy is
-    the mean recall over the classes present, as sklearn's balanced_accuracy_score."""
-    total = cm.sum()
-    if total == 0:
-        return None, None
-    support = cm.sum(axis=1)
-    present = support > 0
-    recall = np.diag(cm)[present] / support[present]
-    return float(np.trace(cm) / total), float(recall.mean())
-
-
-@torch.no_grad()
-def infer(model: nn.Module, loader: DataLoader, inputs: Inputs, amp: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(float32 logits, dataset row of each) over a loader; unreadable images are absent."""
-    model.eval()
-    outs: list[np.ndarray] = []
-    rows: list[np.ndarray] = []
-    for batch in loader:
-        if batch is None:
-            continue
-        x, _y, r = batch
-        with autocast(inputs.device, amp):
-            logits = model(inputs(x))
-        outs.append(logits.float().cpu().numpy())
-        rows.append(r.numpy())
-    if not outs:
-        return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
-    return np.concatenate(outs), np.concatenate(rows)
 
 
 # ---------------------------------------------------------------------------------- fit
@@ -309,6 +105,7 @@ class FitResult:
     feature_dim: int | None
     cache: dict[str, int] = field(default_factory=dict)
     rank_samples: int | None = None  # finetune: rows this process saw in one epoch (under DDP: its shard)
+    failures: pd.DataFrame | None = None  # rows left out: no vector (probe) or unreadable (the pixel cache says why)
 
 
 @dataclass
@@ -321,10 +118,18 @@ class _Prepared:
     side: int | None
     dim: int | None
     cache: dict[str, int]
+    failures: pd.DataFrame
+
+
+def _dropped(frames: list[tuple[pd.DataFrame, Any]], reasons: Callable[[pd.DataFrame], list[str]],
+             details: Callable[[pd.DataFrame], list[str | None]]) -> pd.DataFrame:
+    """Failures rows (stage `train`) for the rows of each (frame, mask)."""
+    parts = [failure_rows(f, m, STAGE, reasons(f[m]), details(f[m])) for f, m in frames if bool(np.any(m))]
+    return pd.concat(parts, ignore_index=True) if parts else as_rows([])
 
 
 def _prepare(train: pd.DataFrame, val: pd.DataFrame, labels: list[str], params: TrainParams, *, root: Path,
-             augment: AugmentParams | None, embeddings: Embeddings | None, cache: PixelCache | None,
+             augment: OnlineAugment | None, embeddings: Embeddings | None, cache: PixelCache | None,
              d: Dist, log: Log | None) -> _Prepared:
     skipped: dict[str, int] = {}
     if params.mode == "linear_probe":
@@ -335,14 +140,17 @@ def _prepare(train: pd.DataFrame, val: pd.DataFrame, labels: list[str], params: 
         skipped["no_vector"] = int((~found_tr).sum() + (~found_va).sum())
         y_tr = targets(train, labels)[found_tr]
         y_va = targets(val, labels)[found_va]
+        gone = _dropped([(train, ~found_tr), (val, ~found_va)], lambda f: ["no_vector"] * len(f),
+                        lambda f: [None] * len(f))
         return _Prepared(VectorRows(X_tr, y_tr), VectorRows(X_va, y_va) if len(y_va) else None, y_tr, skipped,
-                         None, None, embeddings.dim, {})
+                         None, None, embeddings.dim, {}, gone)
 
     img_tr, img_va = has_image(train), has_image(val)
     skipped["no_image"] = int((~img_tr).sum() + (~img_va).sum())
     train, val = train[img_tr], val[img_va]
     pre = preprocess_for(params.backbone, params.pretrained, params.image_size)
     stats: dict[str, int] = {}
+    gone = as_rows([])
     if cache is not None:
         if d.main:
             ids = pd.concat([train["image_id"], val["image_id"]]).astype(str).tolist()
@@ -350,34 +158,26 @@ def _prepare(train: pd.DataFrame, val: pd.DataFrame, labels: list[str], params: 
             if log:
                 log(f"pixel cache: {cache.dir}")
             stats = cache.ensure(root, ids, paths, num_workers=params.num_workers)
-        _barrier(d)
+        barrier(d)
         cache.load_index()
         bad_tr = train["image_id"].astype(str).isin(cache.failed.keys())
         bad_va = val["image_id"].astype(str).isin(cache.failed.keys())
         skipped["unreadable"] = int(bad_tr.sum() + bad_va.sum())
+        gone = _dropped([(train, bad_tr.to_numpy()), (val, bad_va.to_numpy())],
+                        lambda f: [cache.failed[str(i)].partition(":")[0] for i in f["image_id"]],
+                        lambda f: [cache.failed[str(i)].partition(":")[2].strip() or None for i in f["image_id"]])
         train, val = train[~bad_tr], val[~bad_va]
-    make_augment = None
-    if params.online_augment and augment is not None and augment.spec():
-        make_augment = functools.partial(build_pipeline, augment, size=(pre.crop, pre.crop))
+    online = augment if params.online_augment and augment is not None and augment.active() else None
     y_tr, y_va = targets(train, labels), targets(val, labels)
     common = {"side": pre.resize, "crop": pre.crop, "interpolation": pre.interpolation, "cache": cache, "seed": params.seed}
     ds_tr = ImageRows(root, train["image_id"].astype(str).tolist(), train["path"].astype(str).tolist(), y_tr,
-                      augment=make_augment, **common)
+                      augment=online, **common)
     ds_va = ImageRows(root, val["image_id"].astype(str).tolist(), val["path"].astype(str).tolist(), y_va, **common)
-    return _Prepared(ds_tr, ds_va if len(y_va) else None, y_tr, skipped, pre.to_dict(), pre.resize, None, stats)
-
-
-def _loader(ds: Dataset, batch_size: int, *, shuffle: bool, sampler: Any, num_workers: int, cuda: bool,
-            seed: int, drop_last: bool = False) -> DataLoader:
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-                      num_workers=num_workers, pin_memory=cuda, drop_last=drop_last, collate_fn=collate,
-                      generator=g, worker_init_fn=seed_worker if num_workers else None, persistent_workers=False)
+    return _Prepared(ds_tr, ds_va if len(y_va) else None, y_tr, skipped, pre.to_dict(), pre.resize, None, stats, gone)
 
 
 def fit(train: pd.DataFrame, val: pd.DataFrame, labels: list[str], params: TrainParams, *, root: Path,
-        device: torch.device | None = None, augment: AugmentParams | None = None,
+        device: torch.device | None = None, augment: OnlineAugment | None = None,
         embeddings: Embeddings | None = None, class_weights: dict[str, float] | None = None,
         cache: PixelCache | None = None, live: Any = None, dist: Dist | None = None,
         fixed_epochs: int | None = None, log: Log | None = None) -> FitResult:
@@ -420,7 +220,7 @@ def fit(train: pd.DataFrame, val: pd.DataFrame, labels: list[str], params: Train
     sampler = None
     train_loader: DataLoader | None = None
     if images:
-        optimizer: torch.optim.Optimizer = torch.optim.AdamW(_param_groups(model, params, lr), lr=lr,
+        optimizer: torch.optim.Optimizer = torch.optim.AdamW(param_groups(model, params, lr), lr=lr,
                                                              weight_decay=params.weight_decay)
         if params.scheduler == "cosine":
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
@@ -431,7 +231,7 @@ def fit(train: pd.DataFrame, val: pd.DataFrame, labels: list[str], params: Train
             sampler = DistributedSampler(prep.train, num_replicas=d.world, rank=d.rank, shuffle=True, seed=params.seed)
         per_rank = math.ceil(n_train / d.world)
         drop_last = per_rank > 1 and per_rank % params.batch_size == 1  # a batch of one breaks BatchNorm
-        train_loader = _loader(prep.train, params.batch_size, shuffle=True, sampler=sampler,
+        train_loader = make_loader(prep.train, params.batch_size, shuffle=True, sampler=sampler,
                                num_workers=params.num_workers, cuda=cuda, seed=params.seed, drop_last=drop_last)
     else:
         # The probe: full-batch L-BFGS on the (standardised) vectors, as sklearn's
@@ -453,7 +253,7 @@ def fit(train: pd.DataFrame, val: pd.DataFrame, labels: list[str], params: Train
     val_loader = None
     if prep.val is not None:
         part = Subset(prep.val, range(d.rank, len(prep.val), d.world)) if d.enabled else prep.val
-        val_loader = _loader(part, max(params.batch_size, 64 if images else 1024), shuffle=False, sampler=None,
+        val_loader = make_loader(part, max(params.batch_size, 64 if images else 1024), shuffle=False, sampler=None,
                              num_workers=params.num_workers if images else 0, cuda=cuda, seed=params.seed)
     n = len(labels)
     history: list[dict[str, Any]] = []
@@ -473,7 +273,7 @@ def fit(train: pd.DataFrame, val: pd.DataFrame, labels: list[str], params: Train
                 sampler.set_epoch(epoch)
             if isinstance(prep.train, ImageRows):
                 prep.train.epoch = epoch
-            with _uneven_inputs(net):
+            with uneven_inputs(net):
                 for batch in train_loader:
                     if batch is None:  # every image of the batch unreadable (no pixel cache)
                         continue
@@ -489,7 +289,7 @@ def fit(train: pd.DataFrame, val: pd.DataFrame, labels: list[str], params: Train
                     loss_sum[1] += len(y)
             if rank_samples is None:
                 rank_samples = int(loss_sum[1].item())
-            _all_sum(loss_sum, d)
+            all_sum(loss_sum, d)
         else:
             optimizer.step(closure)  # type: ignore[arg-type]
             with torch.no_grad():
@@ -546,7 +346,7 @@ def fit(train: pd.DataFrame, val: pd.DataFrame, labels: list[str], params: Train
         n_train=n_train, n_val=len(prep.val) if prep.val is not None else 0,
         n_train_per_class={c: int(counts.get(c, 0)) for c in labels}, skipped=prep.skipped,
         preprocess=prep.preprocess, side=prep.side, feature_dim=prep.dim, cache=prep.cache,
-        rank_samples=rank_samples,
+        rank_samples=rank_samples, failures=prep.failures,
     )
 
 
@@ -573,121 +373,67 @@ def _validate(model: nn.Module, loader: DataLoader, inputs: Inputs, params: Trai
             stats[1] += (weight[y].sum() if weight is not None else torch.tensor(float(len(y)), device=device)).double()
             idx = y * n + logits.argmax(dim=1)
             stats[2:] += torch.bincount(idx, minlength=n * n).double()
-    _all_sum(stats, d)
+    all_sum(stats, d)
     cm = stats[2:].round().long().cpu().numpy().reshape(n, n)
     acc, bal = scores(cm)
     return {"val_loss": float(stats[0] / stats[1]) if stats[1] > 0 else None, "val_accuracy": acc,
             "val_balanced_accuracy": bal}
 
 
-# --------------------------------------------------------------------------------- stage
-
 
 def cache_folder(params: TrainParams, root: Path) -> Path:
+    """Where the pixel cache lives (train.cache_dir, else under the project root)."""
     return Path(params.cache_dir) if params.cache_dir else Path(root) / ".datakit" / "cache" / "train"
 
 
-def embeddings_path(params: TrainParams, input_dir: Path) -> Path:
-    return Path(params.embeddings) if params.embeddings else Path(input_dir) / "embeddings.parquet"
+def cache_key(params: TrainParams) -> tuple[int, str]:
+    """(side, interpolation) of the pixel cache these params read."""
+    pre = preprocess_for(params.backbone, params.pretrained, params.image_size)
+    return pre.resize, pre.interpolation
 
 
-def payload(result: FitResult, params: TrainParams, *, augment: AugmentParams | None,
-            embed_meta: dict[str, Any] | None, class_weights: dict[str, float] | None,
-            input_rel: str | None) -> dict[str, Any]:
-    """What model.pt holds: plain types and tensors only (loadable with weights_only=True)."""
-    import torchvision
-
-    return {
-        "format": FORMAT,
-        "mode": params.mode,
-        "backbone": params.backbone,
-        "pretrained": params.pretrained,
-        "labels": list(result.labels),
-        "preprocess": result.preprocess if params.mode == "finetune" else (embed_meta or {}).get("preprocess"),
-        "side": result.side,
-        "feature_dim": result.feature_dim,
-        "embed_meta": embed_meta if params.mode == "linear_probe" else None,
-        "state_dict": {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()},
-        "params": params.model_dump(),
-        "augment": augment.model_dump() if augment is not None else None,
-        "class_weights": class_weights,
-        "best_epoch": result.best_epoch,
-        "val": {k: result.best.get(k) for k in ("val_loss", "val_accuracy", "val_balanced_accuracy")},
-        "input": input_rel,
-        "torch": str(torch.__version__),
-        "torchvision": str(torchvision.__version__),
-    }
+def embeddings_path(params: TrainParams, data: Path | None, given: Path | None = None) -> Path:
+    """The embeddings table a probe reads: train.embeddings, else the one the caller found
+    (`ctx.embeddings`), else DATA/embeddings.parquet."""
+    if params.embeddings:
+        return Path(params.embeddings)
+    if given is not None:
+        return Path(given)
+    return Path(data or ".") / EMBEDDINGS
 
 
-def save_model(path: Path, obj: dict[str, Any]) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    data = buf.getvalue()
-
-    def _write(tmp: str) -> None:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-
-    atomic_write(Path(path), _write)
-
-
-def write_history(path: Path, history: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
-    w.writeheader()
-    for row in history:
-        w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in HISTORY_COLUMNS})
-    atomic_write_text(Path(path), buf.getvalue(), durable=False)
-
-
-def _inside_dvc_repo() -> bool:
-    if os.environ.get("DVC_ROOT"):  # set by `dvc repro` / `dvc exp run` for the stage's command
-        return True
-    here = Path.cwd().absolute()
-    return any((folder / ".dvc").is_dir() for folder in (here, *here.parents))
-
-
-def _live(out_dir: Path, params: TrainParams, augment: AugmentParams | None) -> Any:
-    """dvclive that only writes OUT/dvclive: no dvc.yaml, no DVC experiment, no report. Works
-    outside a DVC repo and inside `dvc repro`. dvclive's own set-up runs `dvc init` in the
-    enclosing git repository when it finds no DVC repo; outside a DVC repo that set-up is skipped."""
-    from dvclive import Live
-
-    class _Live(Live):  # type: ignore[misc]
-        def _init_dvc(self) -> None:
-            if _inside_dvc_repo():
-                super()._init_dvc()
-
-    live = _Live(dir=str(out_dir / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None, monitor_system=False)
-    flat = {f"train.{k}": v for k, v in params.model_dump().items() if v is None or isinstance(v, (str, int, float, bool))}
-    if augment is not None:
-        flat["augment.source"] = "transforms" if augment.transforms is not None else f"preset:{augment.preset}"
-    live.log_params(flat)
-    return live
-
-
-def run(df: pd.DataFrame, params: TrainParams, *, root: Path, input_dir: Path, out_dir: Path,
-        augment: AugmentParams | None = None, log: Log | None = None) -> dict[str, Any]:
+def run(manifest: pd.DataFrame, params: TrainParams, ctx: StageContext, *,
+        augment: OnlineAugment | None = None) -> StageResult:
     """The train stage: fit on the kept train rows, early-stop on val, write OUT/model.pt,
-    OUT/history.csv and OUT/dvclive/ (rank 0); returns the report (reports/train.json)."""
+    OUT/history.csv and OUT/dvclive/ (rank 0 only). `ctx.input` is the dataset folder
+    (class_weights.json, embeddings.parquet are read from it), `ctx.out` the model folder;
+    `augment` is the online augmentation the caller built (None: none). The result's manifest
+    is the input's (train writes none), `report` is reports/train.json, `failures` the rows left
+    out (no vector, unreadable), `files` the model and history, `extra["history"]` the epochs."""
+    if ctx.out is None:
+        raise DatakitError("train: give it an output folder (--out) for model.pt")
     t0 = time.monotonic()
     d = dist_from_env()
-    out_dir = Path(out_dir)
+    out_dir = Path(ctx.out)
+    input_dir = Path(ctx.input) if ctx.input is not None else out_dir
+    log = ctx.progress.note if d.main else None
     device = setup_device(params.device, d)
     try:
-        train = split_rows(df, "train", originals_only=False)
-        val = split_rows(df, "val", originals_only=True)
+        train = split_rows(manifest, "train", originals_only=False)
+        val = split_rows(manifest, "val", originals_only=True)
         usable = train[has_image(train)] if params.mode == "finetune" else train
         labels = label_list(usable, ("val", val))
         weights = read_class_weights(params.class_weights, input_dir, labels)
-        embeddings = load_embeddings(embeddings_path(params, input_dir)) if params.mode == "linear_probe" else None
-        cache = PixelCache(cache_folder(params, root), *_cache_key(params)) if params.mode == "finetune" and params.cache else None
-        live = _live(out_dir, params, augment) if d.main and params.dvclive else None
-        result = fit(train, val, labels, params, root=root, device=device, augment=augment, embeddings=embeddings,
-                     class_weights=weights, cache=cache, live=live, dist=d, log=log if d.main else None)
+        embeddings = (load_embeddings(embeddings_path(params, input_dir, ctx.embeddings))
+                      if params.mode == "linear_probe" else None)
+        cache = (PixelCache(cache_folder(params, ctx.root), *cache_key(params))
+                 if params.mode == "finetune" and params.cache else None)
+        live = live_logger(out_dir, params, augment) if d.main and params.dvclive else None
+        result = fit(train, val, labels, params, root=ctx.root, device=device, augment=augment, embeddings=embeddings,
+                     class_weights=weights, cache=cache, live=live, dist=d, log=log)
         if d.main:
             try:
-                input_rel: str | None = relpath(root, Path(input_dir))
+                input_rel: str | None = relpath(ctx.root, input_dir)
             except ValueError:
                 input_rel = None
             save_model(out_dir / MODEL_FILE, payload(result, params, augment=augment,
@@ -699,15 +445,14 @@ def run(df: pd.DataFrame, params: TrainParams, *, root: Path, input_dir: Path, o
                     f"best_{k}": result.best.get(k) for k in ("val_loss", "val_accuracy", "val_balanced_accuracy")
                     if result.best.get(k) is not None}})
                 live.end()
-        _barrier(d)
+        barrier(d)
     finally:
         if d.enabled:
             import torch.distributed as tdist
 
             if tdist.is_initialized():
                 tdist.destroy_process_group()
-    per_s = result.samples_per_s
-    return {
+    report = {
         "mode": params.mode,
         "backbone": params.backbone,
         "pretrained": params.pretrained,
@@ -730,18 +475,42 @@ def run(df: pd.DataFrame, params: TrainParams, *, root: Path, input_dir: Path, o
         "val_balanced_accuracy": result.best.get("val_balanced_accuracy"),
         "seconds": round(time.monotonic() - t0, 3),
         "train_seconds": result.train_seconds,
-        ("images_per_s" if params.mode == "finetune" else "vectors_per_s"): per_s,
+        ("images_per_s" if params.mode == "finetune" else "vectors_per_s"): result.samples_per_s,
         "cache": result.cache,
         "params": params.model_dump(),
         "torch": str(torch.__version__),
         "model": str(out_dir / MODEL_FILE),
     }
+    return StageResult(manifest=manifest, report=report, failures=result.failures,
+                       files={"model": out_dir / MODEL_FILE, "history": out_dir / HISTORY_FILE},
+                       extra={"history": result.history, "main": d.main})
 
 
-def _cache_key(params: TrainParams) -> tuple[int, str]:
-    pre = preprocess_for(params.backbone, params.pretrained, params.image_size)
-    return pre.resize, pre.interpolation
+def train_folder(source: Path, out: Path, params: TrainParams, *, report: Path | None = None,
+                 augment: OnlineAugment | None = None, embeddings: Path | None = None,
+                 progress: Any = None) -> StageResult:
+    """`datakit train`: read SOURCE (a split, augment or balance folder), hold OUT's lock (rank 0),
+    run the stage, and on rank 0 write the report and, when rows were left out, OUT/failures.parquet.
+    Train writes no manifest: its output is a model (`StageResult.files`)."""
+    import contextlib
+
+    from datakit.console import write_report
+    from datakit.fsutil import folder_lock
+    from datakit.manifest import FAILURES, write_table
+    from datakit.stage import STAGE_FAILURE_SCHEMA, NoProgress
+
+    inp = load_input(source, needs=(SPLIT,), required=("label",))
+    main = dist_from_env().main
+    ctx = StageContext(root=inp.root, out=Path(out), input=inp.folder, embeddings=embeddings,
+                       progress=progress or NoProgress())
+    Path(out).mkdir(parents=True, exist_ok=True)
+    with folder_lock(Path(out), "datakit train") if main else contextlib.nullcontext():
+        result = run(inp.manifest, params, ctx, augment=augment)
+        if main and result.failures is not None and len(result.failures):
+            write_table(result.failures, Path(out) / FAILURES, STAGE_FAILURE_SCHEMA)
+    if main and report is not None:
+        write_report(report, result.report)
+    return result
 
 
-__all__ = ["Dist", "FitResult", "ProbeHead", "confusion", "dist_from_env", "fit", "infer", "make_model", "run",
-           "save_model", "scores"]
+__all__ = ["FitResult", "cache_folder", "cache_key", "embeddings_path", "fit", "run", "train_folder"]

@@ -72,6 +72,12 @@ class TrainParams(BaseModel):
                     data[key] = value
         return data
 
+    @property
+    def augments_online(self) -> bool:
+        """Whether this run augments train images on the fly (a fine-tune with online_augment):
+        the caller then hands the trainer an augmenter built from params.yaml `augment`."""
+        return self.mode == "finetune" and self.online_augment
+
     @field_validator("backbone")
     @classmethod
     def _known_backbone(cls, v: str) -> str:
@@ -135,9 +141,25 @@ def parse_train(data: dict[str, Any] | None, prefix: str = TRAIN) -> TrainParams
     return parse_section(TrainParams, data, prefix)
 
 
+def train_section(params: Any, **overrides: Any) -> TrainParams:
+    """params.yaml `train:` with CLI `overrides` (None: not given). A `mode` override that differs
+    from the file's mode also takes that mode's defaults (MODE_DEFAULTS: epochs, batch size, lr,
+    weight decay, ...) unless they are overridden too: the file's fine-tuning epochs are not the
+    probe's."""
+    from datakit.params import section
+
+    mode = overrides.get("mode")
+    raw = dict(getattr(params, TRAIN, None) or {})
+    if mode is not None and mode != raw.get("mode", "finetune"):
+        for key in MODE_DEFAULTS.get(mode, MODE_DEFAULTS["finetune"]):
+            raw.pop(key, None)
+        params = params.model_copy(update={TRAIN: raw})
+    return section(params, TRAIN, **overrides)
+
+
 def parse_evaluate(data: dict[str, Any] | None, prefix: str = EVALUATE) -> EvaluateParams:
     """Validate an `evaluate:` mapping; any error is a ParamsError naming `evaluate.<key>`."""
     return parse_section(EvaluateParams, data, prefix)
 
 
-__all__ = ["EvaluateParams", "MODE_DEFAULTS", "TrainParams", "parse_evaluate", "parse_train"]
+__all__ = ["EvaluateParams", "MODE_DEFAULTS", "TrainParams", "parse_evaluate", "parse_train", "train_section"]

@@ -23,8 +23,10 @@ from torch import nn
 
 from datakit.errors import DatakitError
 from datakit.models import Preprocess, build, pick_device
-from datakit.train.data import ImageRows, PixelCache, _read
-from datakit.train.loop import FORMAT, MODEL_FILE, Inputs, _loader, infer, make_model
+from datakit.train.checkpoint import FORMAT, MODEL_FILE
+from datakit.train.data import ImageRows, PixelCache, make_loader, read_image
+from datakit.train.devices import Inputs
+from datakit.train.nets import infer, make_model
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif"})
 
@@ -121,7 +123,7 @@ def image_probs(lm: LoadedModel, root: Path, ids: Sequence[str], paths: Sequence
     inputs = Inputs(dev, images=True, mean=pre.mean, std=pre.std, channels_last=True)
     if inputs.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    loader = _loader(ds, batch_size, shuffle=False, sampler=None, num_workers=num_workers, cuda=dev.type == "cuda",
+    loader = make_loader(ds, batch_size, shuffle=False, sampler=None, num_workers=num_workers, cuda=dev.type == "cuda",
                      seed=0)
     logits, rows = infer(net, loader, inputs, amp)
     probs = np.full((n, len(lm.labels)), np.nan, dtype=np.float32)
@@ -166,7 +168,7 @@ def predict_folder(model_dir: Path, folder: Path, *, k: int = 3, device: str = "
     best = [top[0] if top else (None, float("nan")) for top in tops]
     errors: list[str | None] = []
     for rel, good in zip(rels, ok, strict=True):
-        errors.append(None if good else (_read(folder, rel)[1] or "unreadable"))
+        errors.append(None if good else (read_image(folder, rel)[1] or "unreadable"))
     return pd.DataFrame({
         "path": rels,
         "label": [b[0] for b in best],

@@ -11,6 +11,8 @@ synthetic row). What is written:
 | `OUT/mistakes.json` | the most confident mistakes, with a thumbnail each under `OUT/mistakes/` |
 | `OUT/learning_curve.csv` | fraction, n_train, accuracy, balanced_accuracy on the same test set |
 | `OUT/cv.csv` | fold, n_train, n_eval, accuracy, balanced_accuracy (when the manifest has `fold`) |
+| `OUT/manifest.parquet` | the test rows with `predicted` and `confidence` (null where unscored) |
+| `OUT/failures.parquet` | test rows that could not be scored (unreadable, no vector), with the reason |
 | `reports/evaluate.json` | accuracy, balanced_accuracy, macro_f1, n_test, per_class, confusion, curve and CV summaries |
 
 Metrics are scikit-learn's: accuracy, balanced accuracy (mean recall over the classes present in
@@ -52,6 +54,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from datakit.errors import DatakitError, ParamsError
 from datakit.fsutil import atomic_write, atomic_write_text
+from datakit.stage import ORIGINAL, StageContext, StageResult, as_rows, failure_rows, kept, origins
+from datakit.train.data import OnlineAugment
 from datakit.train.params import EvaluateParams, TrainParams, parse_train
 
 PREDICTIONS = "predictions.csv"
@@ -61,7 +65,10 @@ MISTAKES = "mistakes.json"
 LEARNING_CURVE = "learning_curve.csv"
 CV = "cv.csv"
 
+STAGE = "evaluate"
+
 Log = Callable[[str], None]
+AugmentFrom = Callable[[dict[str, Any]], OnlineAugment]  # model.pt's `augment` settings -> the augmenter
 
 
 # ------------------------------------------------------------------------------- metrics
@@ -225,22 +232,41 @@ def _predicted(probs: np.ndarray, labels: Sequence[str]) -> tuple[list[str], np.
     return [str(labels[i]) for i in idx], probs.max(axis=1)
 
 
-def run(model_dir: Path, data_dir: Path, params: EvaluateParams, out_dir: Path, *,
-        log: Log | None = None) -> dict[str, Any]:
-    """Evaluate `model_dir` (holding model.pt) on the test split of `data_dir`; write OUT files
-    (see the module docstring) and return the report (reports/evaluate.json)."""
-    from datakit.train.data import load_embeddings, load_input, split_rows
+def default_data(model_dir: Path) -> Path:
+    """The dataset folder a model was trained on (recorded in model.pt), when it exists here."""
+    from datakit.train.predict import load_model
+
+    recorded = load_model(model_dir).payload.get("input")
+    if not recorded or not Path(recorded).exists():
+        raise DatakitError(f"{model_dir}/model.pt does not name a dataset folder that exists here "
+                           f"({recorded!r}); give --data INPUT")
+    return Path(recorded)
+
+
+def run(manifest: pd.DataFrame, params: EvaluateParams, ctx: StageContext, *, model: Path,
+        augment_from: AugmentFrom | None = None) -> StageResult:
+    """Evaluate `model` (a folder holding model.pt) on the test split of `manifest` (read from
+    `ctx.input`, whose embeddings table refits use); write the OUT files (see the module
+    docstring) into `ctx.out`. `augment_from` rebuilds the online augmentation a retrain refit
+    uses from the settings model.pt recorded (None: refits without it). The result's manifest is
+    the test rows with `predicted`/`confidence`; failures the test rows that could not be scored."""
+    from datakit.train.data import load_embeddings, split_rows
     from datakit.train.loop import cache_folder, embeddings_path
     from datakit.train.predict import load_model
 
+    if ctx.out is None:
+        raise DatakitError("evaluate: give it an output folder (--out)")
     t0 = time.monotonic()
-    out_dir = Path(out_dir)
-    lm = load_model(model_dir)
-    df, root = load_input(data_dir)
+    out_dir = Path(ctx.out)
+    log = ctx.progress.note
+    root = ctx.root
+    data_dir = Path(ctx.input) if ctx.input is not None else out_dir
+    df = manifest
+    lm = load_model(model)
     tparams = parse_train(lm.params or {"mode": lm.mode}, prefix=f"{lm.path} params")
-    emb_file = embeddings_path(tparams, data_dir)
-    if not emb_file.exists() and tparams.embeddings and (Path(data_dir) / "embeddings.parquet").exists():
-        emb_file = Path(data_dir) / "embeddings.parquet"
+    emb_file = embeddings_path(tparams, data_dir, ctx.embeddings)
+    if not emb_file.exists() and tparams.embeddings and (data_dir / "embeddings.parquet").exists():
+        emb_file = data_dir / "embeddings.parquet"
     embeddings = load_embeddings(emb_file) if emb_file.exists() else None
     if lm.mode == "linear_probe" and embeddings is None and params.refit == "probe":
         raise DatakitError(f"evaluate.refit probe needs the embeddings table {emb_file}")
@@ -256,9 +282,8 @@ def run(model_dir: Path, data_dir: Path, params: EvaluateParams, out_dir: Path, 
     actual = scored["label"].astype(str).tolist()
     order = list(lm.labels) + sorted(set(actual) - set(lm.labels))
     m = metrics(actual, predicted, order)
-    if log:
-        log(f"test: {len(scored)} images scored ({int((~ok).sum())} unreadable), accuracy {m['accuracy']:.4f}, "
-            f"balanced accuracy {m['balanced_accuracy']:.4f}")
+    log(f"test: {len(scored)} images scored ({int((~ok).sum())} unreadable), accuracy {m['accuracy']:.4f}, "
+        f"balanced accuracy {m['balanced_accuracy']:.4f}")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     preds = pd.DataFrame({"image_id": scored["image_id"].astype(str), "path": scored["path"].astype(str),
@@ -271,9 +296,10 @@ def run(model_dir: Path, data_dir: Path, params: EvaluateParams, out_dir: Path, 
     mistakes = _mistakes(preds, root, out_dir, params)
 
     curve = _learning_curve(lm, df, test[ok].reset_index(drop=True), params, tparams, root=root, embeddings=embeddings,
-                            out_dir=out_dir, log=log)
-    cv = _cross_validation(lm, df, params, tparams, root=root, embeddings=embeddings, out_dir=out_dir, log=log)
-    return {
+                            out_dir=out_dir, log=log, augment_from=augment_from)
+    cv = _cross_validation(lm, df, params, tparams, root=root, embeddings=embeddings, out_dir=out_dir, log=log,
+                           augment_from=augment_from)
+    report = {
         "accuracy": m["accuracy"],
         "balanced_accuracy": m["balanced_accuracy"],
         "macro_f1": m["macro_f1"],
@@ -289,10 +315,34 @@ def run(model_dir: Path, data_dir: Path, params: EvaluateParams, out_dir: Path, 
         "params": params.model_dump(),
         "seconds": round(time.monotonic() - t0, 3),
     }
+    labelled = test.assign(predicted=None, confidence=np.nan)
+    labelled.loc[ok, "predicted"] = predicted
+    labelled.loc[ok, "confidence"] = np.round(confidence.astype(float), 6)
+    return StageResult(manifest=labelled, report=report, failures=_unscored(test, ~ok, root),
+                       files={name: out_dir / name for name in (PREDICTIONS, PER_CLASS, CONFUSION, MISTAKES)},
+                       extra={"model": lm})
+
+
+def _unscored(test: pd.DataFrame, mask: np.ndarray, root: Path) -> pd.DataFrame:
+    """Failures rows for the test rows that got no prediction, with why: the image could not be
+    read (its reason code) or, for a probe without an image to fall back on, no vector."""
+    from datakit.train.data import has_image, read_image
+
+    if not mask.any():
+        return as_rows([])
+    rows = test[mask]
+    reasons: list[str] = []
+    details: list[str | None] = []
+    for path, image in zip(rows["path"], has_image(rows), strict=True):
+        why = read_image(root, str(path))[1] if image else None
+        reason, _, detail = (why or ("decode_error" if image else "no_vector")).partition(":")
+        reasons.append(reason)
+        details.append(detail.strip() or None)
+    return failure_rows(test, mask, STAGE, reasons, details)
 
 
 def _mistakes(preds: pd.DataFrame, root: Path, out_dir: Path, params: EvaluateParams) -> int:
-    from datakit.train.data import _read
+    from datakit.train.data import read_image
 
     wrong = preds[preds["actual"] != preds["predicted"]].sort_values(["confidence", "image_id"], ascending=[False, True])
     listed = []
@@ -301,7 +351,7 @@ def _mistakes(preds: pd.DataFrame, root: Path, out_dir: Path, params: EvaluatePa
         entry: dict[str, Any] = {"rank": rank, "image_id": row.image_id, "path": row.path, "actual": row.actual,
                                  "predicted": row.predicted, "confidence": float(row.confidence), "thumbnail": None}
         if params.thumbnails:
-            im, _ = _read(root, row.path)
+            im, _ = read_image(root, row.path)
             if im is not None:
                 import io
 
@@ -344,17 +394,16 @@ class _Refit:
     """Fit a fresh model on some train rows and score other rows with it (curve and CV points)."""
 
     def __init__(self, method: str, lm: Any, tparams: TrainParams, params: EvaluateParams, *, root: Path,
-                 embeddings: Any) -> None:
-        from datakit.augment import AugmentParams
+                 embeddings: Any, augment_from: AugmentFrom | None = None) -> None:
         from datakit.train.data import PixelCache
-        from datakit.train.loop import _cache_key, cache_folder
+        from datakit.train.loop import cache_folder, cache_key
 
         self.method, self.lm, self.root, self.embeddings, self.params = method, lm, root, embeddings, params
         self.p = _refit_params(method, lm, tparams, params)
         self.weights = lm.payload.get("class_weights")
         aug = lm.payload.get("augment")
-        self.augment = AugmentParams.model_validate(aug) if aug else None
-        self.cache = (PixelCache(cache_folder(self.p, root), *_cache_key(self.p))
+        self.augment = augment_from(aug) if aug and augment_from is not None else None
+        self.cache = (PixelCache(cache_folder(self.p, root), *cache_key(self.p))
                       if method == "retrain" and self.p.cache else None)
 
     def score(self, train: pd.DataFrame, val: pd.DataFrame, evaluate_on: pd.DataFrame,
@@ -376,13 +425,14 @@ class _Refit:
 
 
 def _learning_curve(lm: Any, df: pd.DataFrame, test: pd.DataFrame, params: EvaluateParams, tparams: TrainParams, *,
-                    root: Path, embeddings: Any, out_dir: Path, log: Log | None) -> dict[str, Any] | None:
+                    root: Path, embeddings: Any, out_dir: Path, log: Log | None,
+                    augment_from: AugmentFrom | None = None) -> dict[str, Any] | None:
     from datakit.train.data import split_rows, subsample
 
     if not params.learning_curve:
         return None
     method = _method(params, lm, embeddings)
-    refit = _Refit(method, lm, tparams, params, root=root, embeddings=embeddings)
+    refit = _Refit(method, lm, tparams, params, root=root, embeddings=embeddings, augment_from=augment_from)
     train = split_rows(df, "train", originals_only=False)
     val = split_rows(df, "val", originals_only=True)
     points = []
@@ -403,17 +453,16 @@ def _f(v: float | None) -> str:
 
 
 def _cross_validation(lm: Any, df: pd.DataFrame, params: EvaluateParams, tparams: TrainParams, *, root: Path,
-                      embeddings: Any, out_dir: Path, log: Log | None) -> dict[str, Any] | None:
-    from datakit.train.data import kept_mask, origins
-
+                      embeddings: Any, out_dir: Path, log: Log | None,
+                      augment_from: AugmentFrom | None = None) -> dict[str, Any] | None:
     if not params.cv or "fold" not in df.columns:
         return None
-    rows = df[kept_mask(df) & df["split"].ne("test") & df["fold"].notna()]
+    rows = df[kept(df) & df["split"].ne("test") & df["fold"].notna()]
     folds = sorted({int(f) for f in rows["fold"]})
     if len(folds) < 2:
         return None
     method = _method(params, lm, embeddings)
-    refit = _Refit(method, lm, tparams, params, root=root, embeddings=embeddings)
+    refit = _Refit(method, lm, tparams, params, root=root, embeddings=embeddings, augment_from=augment_from)
     if method == "probe" and lm.mode != "linear_probe":
         epochs = refit.p.epochs
     elif method == "retrain" and params.retrain_epochs:
@@ -424,7 +473,7 @@ def _cross_validation(lm: Any, df: pd.DataFrame, params: EvaluateParams, tparams
     points = []
     for k in folds:
         tr = rows[fold_of != k]
-        ev = rows[(fold_of == k) & origins(rows).eq("original")].reset_index(drop=True)
+        ev = rows[(fold_of == k) & origins(rows).eq(ORIGINAL)].reset_index(drop=True)
         n_train, s = refit.score(tr, tr.iloc[0:0], ev, fixed_epochs=epochs)
         points.append({"fold": k, "n_train": n_train, "n_eval": s["n_eval"], "accuracy": s["accuracy"],
                        "balanced_accuracy": s["balanced_accuracy"]})
@@ -442,4 +491,4 @@ def _cross_validation(lm: Any, df: pd.DataFrame, params: EvaluateParams, tparams
     }
 
 
-__all__ = ["confusion_png", "metrics", "run"]
+__all__ = ["confusion_png", "default_data", "metrics", "run"]
