@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -275,22 +276,60 @@ def _find_secrets(obj: Any, path: str = "") -> list[str]:
     return found
 
 
-def _models() -> dict[str, type[BaseModel]]:
-    return {"": Params, "scrape": ScrapeParams, "scrape.fetch": FetchParams, "scrape.image": ImageParams,
-            "dedup": DedupParams, "split": SplitParams, "audit": AuditParams}
+def _strip(annotation: Any) -> Any:
+    """`X | None` -> X; a union holding one model -> that model; `Annotated[X, ...]` -> X."""
+    if get_origin(annotation) is Annotated:
+        return _strip(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return _strip(args[0])
+        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        return models[0] if len(models) == 1 else None
+    return annotation
 
 
-def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+def model_at(model: type[BaseModel], loc: Iterable[Any]) -> type[BaseModel] | None:
+    """The model that validates the mapping at `loc` under `model` (`("scrape", "fetch")` ->
+    FetchParams; dict keys and list indexes step into the values), or None when `loc` does not
+    lead to a model. Unknown keys are then named with the keys allowed at their own level."""
+    current: Any = model
+    for part in loc:
+        current = _strip(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return None
+            current = field.annotation
+        elif get_origin(current) in (dict, Mapping) and get_args(current):
+            current = get_args(current)[1]
+        elif get_origin(current) in (list, tuple, set, frozenset, Sequence) and get_args(current):
+            current = get_args(current)[0]
+        else:
+            return None
+    current = _strip(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def unknown_key_line(key: str, model: type[BaseModel] | None, name: Any) -> str:
+    """`<key>: unknown key (did you mean x?) (allowed: a, b)` for an unknown `name` in `model`."""
+    if model is None:
+        return f"{key}: unknown key"
+    near = closest(str(name), model.model_fields)
+    hint = f" (did you mean {near}?)" if near else ""
+    return f"{key}: unknown key{hint} (allowed: {_allowed_keys(model)})"
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "", model: type[BaseModel] | None = None) -> str:
+    """One line per pydantic error, each naming `<prefix>.<loc>`; `model` is the model that was
+    validated (default: the whole `Params`), to list the allowed keys beside an unknown one."""
     lines = []
-    models = _models()
+    root = model or Params
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         key = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
         if err["type"] == "extra_forbidden":
-            parent = key.rpartition(".")[0]
-            allowed = f" (allowed: {_allowed_keys(models[parent])})" if parent in models else ""
-            near = closest(key.rpartition(".")[2], models[parent].model_fields) if parent in models else None
-            lines.append(f"{key}: unknown key{f' (did you mean {near}?)' if near else ''}{allowed}")
+            lines.append(unknown_key_line(key, model_at(root, err["loc"][:-1]), err["loc"][-1]))
         else:
             value = err.get("input")
             shown = f" (got {value!r})" if not isinstance(value, (dict, list)) else ""
@@ -401,7 +440,7 @@ def override(model: _Model, prefix: str, **changes: Any) -> Any:
     try:
         return type(model).model_validate(data)
     except ValidationError as exc:
-        raise ParamsError(format_validation_error(exc, prefix)) from None
+        raise ParamsError(format_validation_error(exc, prefix, type(model))) from None
 
 
 def parse_section(model: type[BaseModel], data: Any, prefix: str, *, forms: dict[str, str] | None = None) -> Any:
@@ -430,9 +469,7 @@ def parse_section(model: type[BaseModel], data: Any, prefix: str, *, forms: dict
                 continue
             seen.add(key)
             if err["type"] == "extra_forbidden":
-                near = closest(str(err["loc"][-1]), model.model_fields) if len(err["loc"]) == 1 else None
-                hint = f" (did you mean {near}?)" if near else ""
-                lines.append(f"{key}: unknown key{hint} (allowed: {', '.join(model.model_fields)})")
+                lines.append(unknown_key_line(key, model_at(model, err["loc"][:-1]), err["loc"][-1]))
                 continue
             value = err.get("input")
             msg = err["msg"].removeprefix("Value error, ")

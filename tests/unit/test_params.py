@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from pydantic import BaseModel
 
 from datakit.errors import ParamsError
-from datakit.params import ScrapeParams, load_params, parse_params
+from datakit.params import SECTIONS, Params, ScrapeParams, load_params, model_at, override, parse_params, section
 from datakit.scrape.queries import build_queries, check_labels
 
 
@@ -130,3 +133,97 @@ def test_a_section_that_is_not_a_mapping_names_itself_and_an_empty_one_means_def
     with pytest.raises(ParamsError, match=r"^p\.yaml: colors: expected a mapping of keys \(got 'auto'\)$"):
         parse_params({"colors": "auto"}, "p.yaml")
     assert parse_params({"train": None, "dedup": None}).dedup.crop_threshold == 24
+
+
+# ----------------------------------------------------------------- issue 14: strict at every level
+
+# Mapping fields whose keys are data, not settings, each validated where it is read: a new
+# free-form mapping must be added here with the place that checks its keys.
+FREE_FORM = {
+    "scrape.providers.*.options": "each provider checks its own option names (unknown option(s) ...; allowed: ...)",
+    "split.ratios": "split names, checked by unknown_split_names",
+    "split.counts": "split names, checked by unknown_split_names",
+    "augment.transforms": "albumentations arguments, checked against the transform's signature",
+    "balance.target": "class labels of the manifest",
+}
+
+
+def _section_model(name: str) -> type[BaseModel]:
+    """The model that validates section `name` (typed on Params, or through SECTIONS)."""
+    model = model_at(Params, [name])
+    if model is not None:
+        return model
+    return type(section(parse_params({}), name))
+
+
+def _levels(model: type[BaseModel], path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], type[BaseModel]]]:
+    """Every model nested in `model` with the loc leading to it (`*` stands for a dict key)."""
+    found = [(path, model)]
+    for name in model.model_fields:
+        for step in range(2):  # the field itself (through Optional), or the values of dict[str, M]
+            sub = model_at(model, [name, *(["*"] * step)])
+            if sub is not None:
+                found += _levels(sub, (*path, name, *(["*"] * step)))
+                break
+    return found
+
+
+def _raw_at(path: tuple[str, ...], leaf: dict[str, Any]) -> Any:
+    """The params mapping that puts `leaf` at `path` (`*` keys become `synthetic`, a dict key
+    every mapping of models here accepts)."""
+    value: Any = leaf
+    for part in reversed(path):
+        value = {"synthetic" if part == "*" else part: value}
+    return value
+
+
+def _every_level() -> list[tuple[str, tuple[str, ...], type[BaseModel]]]:
+    return [(name, path, model) for name in Params.model_fields
+            for path, model in _levels(_section_model(name))]
+
+
+def test_every_section_is_registered_and_every_model_forbids_extras() -> None:
+    typed = {n for n in Params.model_fields if model_at(Params, [n]) is not None}
+    assert set(Params.model_fields) == typed | set(SECTIONS), "a section neither typed nor in params.SECTIONS"
+    assert not typed & set(SECTIONS)
+    levels = _every_level()
+    assert len(levels) > len(Params.model_fields)  # nested models are found (scrape.fetch, ...)
+    lax = [f"{name}{''.join('.' + p for p in path)}: {model.__name__}" for name, path, model in levels
+           if model.model_config.get("extra") != "forbid"]
+    assert not lax, f"models that accept unknown keys: {lax}"
+
+
+def test_free_form_mappings_are_only_the_known_ones() -> None:
+    found = []
+    for name, path, model in _every_level():
+        for field_name, field in model.model_fields.items():
+            ann = repr(field.annotation)
+            if ("dict[" in ann or "Dict[" in ann) and model_at(model, [field_name, "*"]) is None:
+                found.append(".".join((name, *path, field_name)))
+            elif "list[dict[" in ann:
+                found.append(".".join((name, *path, field_name)))
+    assert sorted(set(found)) == sorted(FREE_FORM), "a new free-form mapping: name the place that checks its keys"
+
+
+@pytest.mark.parametrize("name", list(Params.model_fields))
+def test_a_misspelt_key_at_any_level_names_it_and_the_allowed_ones(name: str) -> None:
+    """At the section's own level and in every model nested in it (scrape.fetch, scrape.image,
+    scrape.providers.<name>, ...): one ParamsError line naming the full key and the allowed ones."""
+    for path, model in _levels(_section_model(name)):
+        first = next(iter(model.model_fields))
+        bad = first + "_x"
+        with pytest.raises(ParamsError) as info:
+            section(parse_params({name: _raw_at(path, {bad: 1})}, "p.yaml"), name)
+        msg = str(info.value)
+        dotted = ".".join((name, *("synthetic" if p == "*" else p for p in path), bad))
+        assert f"{dotted}: unknown key (did you mean {first}?) (allowed: " + ", ".join(model.model_fields) + ")" in msg, msg
+        assert "\n" not in msg
+
+
+def test_override_names_nested_unknown_keys_with_their_own_level() -> None:
+    p = parse_params({})
+    with pytest.raises(ParamsError, match=r"scrape\.fetch\.timout_s: unknown key \(allowed: concurrency, "):
+        override(p.scrape, "scrape", **{"fetch.timout_s": 3})
+    with pytest.raises(ParamsError, match=r"scrape\.providers\.synthetic\.endpont: unknown key \(did you mean "
+                                          r"endpoint\?\) \(allowed: endpoint, options\)"):
+        parse_params({"scrape": {"providers": {"synthetic": {"endpont": "http://x"}}}})
