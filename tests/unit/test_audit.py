@@ -16,7 +16,10 @@ import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 from datakit import audit as A
+from datakit.errors import ManifestError
 from datakit.manifest import read_table, write_table
+from datakit.params import AuditParams
+from datakit.stage import StageContext
 
 CLASSES = ("cat", "dog", "fox")
 
@@ -85,6 +88,14 @@ def rel(root: Path, p: Path) -> str:
     return p.relative_to(root).as_posix()
 
 
+def audit_manifest(df: pd.DataFrame, root: Path, hashes: str = "recompute", **params: object) -> A.AuditReport:
+    """The audit stage on a manifest whose paths are relative to `root`; its AuditReport."""
+    result = A.run(df, AuditParams(**params), StageContext(root=root), hashes=hashes)
+    assert result.manifest is df and result.report == result.extra["audit"].to_json()
+    assert result.extra["ok"] is result.extra["audit"].ok
+    return result.extra["audit"]
+
+
 def test_clean_folder_has_no_leaks(clean: Path) -> None:
     rep = A.audit_folder(clean)
     assert rep.ok and rep.leaks == 0 and rep.exact_leaks == 0 and rep.near_leaks == 0
@@ -124,11 +135,11 @@ def test_planted_leaks_are_flagged_and_named(leaky: tuple[Path, dict[str, Path]]
     assert out["ok"] is False and out["leaks"] == 4 and len(out["leak_pairs"]) == 4
     assert "FAIL" in rep.summary() and "copy_of_cat.png" in rep.summary()
     # a tolerance lets the same audit pass
-    assert A.audit_folder(root, max_leaks=4).ok
+    assert A.audit_folder(root, AuditParams(max_leaks=4)).ok
 
 
 def test_radius_zero_keeps_exact_copies_only(leaky: tuple[Path, dict[str, Path]]) -> None:
-    rep = A.audit_folder(leaky[0], radius=0)
+    rep = A.audit_folder(leaky[0], AuditParams(radius=0))
     assert rep.exact_leaks == 1 and rep.near_leaks == 0
 
 
@@ -152,7 +163,7 @@ def test_manifest_audit_agrees_with_folder_audit(leaky: tuple[Path, dict[str, Pa
     df.loc[len(df)] = {"image_id": "dropped", "path": "data/none.png", "label": "cat", "split": "test", "keep": False}
     write_table(df, tmp_path / "split.parquet")
     back = read_table(tmp_path / "split.parquet")
-    by_manifest = A.audit_manifest(back, leaky.parent)
+    by_manifest = audit_manifest(back, leaky.parent)
     by_folder = A.audit_folder(leaky)
     assert by_manifest.unreadable == []
     assert (by_manifest.exact_leaks, by_manifest.near_leaks) == (by_folder.exact_leaks, by_folder.near_leaks)
@@ -166,16 +177,16 @@ def test_manifest_audit_agrees_with_folder_audit(leaky: tuple[Path, dict[str, Pa
 
     clean_df = df[~df["path"].str.contains("copy_of|bright_|small_|dark_|none")].reset_index(drop=True)
     clean_df["dhash"] = [hash_bytes((leaky.parent / p).read_bytes(), exact=True).dhash for p in clean_df["path"]]
-    trusted = A.audit_manifest(clean_df, leaky.parent, hashes="manifest")
+    trusted = audit_manifest(clean_df, leaky.parent, hashes="manifest")
     assert trusted.ok and trusted.leaks == 0 and trusted.ahash_leaks is None
-    recomputed = A.audit_manifest(clean_df, leaky.parent)
+    recomputed = audit_manifest(clean_df, leaky.parent)
     assert recomputed.ok and recomputed.leaks == 0
 
 
 def test_missing_file_in_manifest_is_listed(clean: Path) -> None:
     df = _manifest_of(clean)
     df.loc[len(df)] = {"image_id": "gone", "path": "data/test/cat/gone.png", "label": "cat", "split": "test"}
-    rep = A.audit_manifest(df, clean.parent)
+    rep = audit_manifest(df, clean.parent)
     assert [(u["image_id"], u["reason"]) for u in rep.unreadable] == [("gone", "missing_file")]
     assert rep.leaks == 0
 
@@ -206,10 +217,86 @@ def test_label_conflicts_and_missing_class(tmp_path: Path) -> None:
 
 def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="lacks"):
-        A.audit_manifest(pd.DataFrame({"image_id": ["x"], "path": ["p"], "label": ["c"]}), tmp_path)
+        audit_manifest(pd.DataFrame({"image_id": ["x"], "path": ["p"], "label": ["c"]}), tmp_path)
     with pytest.raises(ValueError, match="dhash"):
-        A.audit_manifest(pd.DataFrame({"image_id": ["x"], "path": ["p"], "label": ["c"], "split": ["t"]}),
+        audit_manifest(pd.DataFrame({"image_id": ["x"], "path": ["p"], "label": ["c"], "split": ["t"]}),
                          tmp_path, hashes="manifest")
     with pytest.raises(FileNotFoundError):
         A.audit_folder(tmp_path / "nope")
     assert A.ahash_bits() == 4
+
+
+def test_an_unsplit_folder_says_run_split_first(clean: Path, tmp_path: Path) -> None:
+    from datakit.manifest import MANIFEST, write_stage_manifest
+    from tests.e2e.helpers import invoke
+
+    # a stage folder whose manifest has no split column (a dedup output, say)
+    (tmp_path / ".git").mkdir()
+    shutil.copytree(clean, tmp_path / "data")
+    df = _manifest_of(tmp_path / "data").drop(columns=["split"])
+    write_stage_manifest(df, tmp_path / "dedup" / MANIFEST, tmp_path, stage="dedup")
+    res = invoke("audit", tmp_path / "dedup", "--embeddings", "none", "--report", tmp_path / "audit.json")
+    assert res.exit_code == 1 and "has no train/val/test split" in res.output and "run `datakit split" in res.output
+    assert len(res.output.strip().splitlines()) == 1, res.output
+    assert not (tmp_path / "audit.json").exists()
+    # a folder of class folders (LABEL/images, no SPLIT level) is not a split either
+    flat = tmp_path / "flat"
+    for k, c in enumerate(CLASSES):
+        save(picture(500 + k), flat / c / "a.png")
+    res = invoke("audit", flat, "--embeddings", "none", "--report", tmp_path / "audit.json")
+    assert res.exit_code == 1 and "no images in SPLIT/LABEL/ folders" in res.output and "datakit split" in res.output
+    with pytest.raises(ManifestError, match="SPLIT/LABEL"):
+        A.audit_folder(flat)
+
+
+def test_which_vectors_the_audit_uses(clean: Path, tmp_path: Path) -> None:
+    from datakit.errors import DatakitError
+    from datakit.models import ModelError
+
+    table = A.folder_table(clean)
+    calls: list[int] = []
+
+    def embedder(frame: pd.DataFrame, root: Path) -> tuple[list[str], np.ndarray]:
+        calls.append(len(frame))
+        return frame["image_id"].tolist(), np.eye(len(frame), 8, dtype=np.float32)
+
+    def broken(frame: pd.DataFrame, root: Path) -> tuple[list[str], np.ndarray]:
+        raise ModelError("no weights for efficientnet_lite0 here")
+
+    notes: list[str] = []
+
+    class Notes:
+        def start(self, phase: str, total: int) -> None: ...
+        def advance(self, phase: str, n: int = 1) -> None: ...
+        def note(self, message: str) -> None:
+            notes.append(message)
+
+    assert A.audit_vectors(AuditParams(embeddings="none"), table, clean, embedder=embedder) is None and calls == []
+    ids, X = A.audit_vectors(AuditParams(embeddings="auto"), table, clean, embedder=embedder)
+    assert calls == [len(table)] and ids == table["image_id"].tolist() and X.shape == (len(table), 8)
+    # auto: a model that cannot be built leaves the dhash alone, and says so
+    assert A.audit_vectors(AuditParams(), table, clean, embedder=broken, progress=Notes()) is None
+    assert len(notes) == 1 and "no embedding signal" in notes[0] and "efficientnet_lite0" in notes[0]
+    # compute: it is an error
+    with pytest.raises(DatakitError, match="audit.embeddings: compute: no weights"):
+        A.audit_vectors(AuditParams(embeddings="compute"), table, clean, embedder=broken)
+    # a folder: its table is read, no model is asked
+    from datakit.vectors import write_embeddings
+
+    write_embeddings(tmp_path / "embed" / "embeddings.parquet", ids, X)
+    got, _ = A.audit_vectors(AuditParams(embeddings=str(tmp_path / "embed")), table, clean, embedder=broken)
+    assert got == ids and len(calls) == 1
+    # the folder audit with vectors: the embedding signal is on
+    rep = A.audit_folder(clean, AuditParams(embeddings="auto"), embedder=embedder)
+    assert rep.signals == ["dhash", "embedding"] and rep.ok
+
+
+def test_rows_not_kept_are_left_out(clean: Path) -> None:
+    df = _manifest_of(clean)
+    df["keep"] = True
+    gone = df.index[df["split"].eq("test")][:2]
+    df["keep"] = df["keep"].astype(object)
+    df.loc[gone[0], "keep"] = None  # no decision is not a yes (stage.kept)
+    df.loc[gone[1], "keep"] = False
+    rep = audit_manifest(df, clean.parent, embeddings="none")
+    assert rep.n_images == len(df) - 2 and sum(rep.counts[c]["test"] for c in CLASSES) == 6 - 2

@@ -213,5 +213,13 @@ def test_the_embedding_signal_is_skipped_with_a_note_when_no_model(tmp_path, mon
     p.write_bytes(_jpeg(shelf_scene(1)))
     ps = C.PairSet()
     ps.add(ps.picture(p, None), ps.picture(p, None), True, "jpeg")
-    vectors, note = C.pair_vectors(ps, None, E.EmbedParams(), tmp_path)
+    from datakit.cli.embedder import make_embedder
+    from datakit.params import Params
+
+    # the embedder the command hands in (datakit embed's model) fails: the signal is left out with a note
+    vectors, note = C.pair_vectors(ps, None, E.EmbedParams(), tmp_path, make_embedder(Params()))
     assert vectors is None and note.startswith("embedding signal skipped") and "\n" not in note
+    assert "efficientnet_lite0" in note
+    # no embedder at all (library use): the same, said so
+    vectors, note = C.pair_vectors(ps, None, E.EmbedParams(), tmp_path)
+    assert vectors is None and note.startswith("embedding signal skipped") and "no model" in note

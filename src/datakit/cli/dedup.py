@@ -9,10 +9,12 @@ import typer
 from rich.table import Table
 
 from datakit.cli.app import app
+from datakit.cli.common import ParamsOpt, input_argument, load, out_option, report_option, run_command
 from datakit.console import err, out
 from datakit.console import fail as _fail
 from datakit.console import write_report as _write_report
 from datakit.errors import DatakitError
+from datakit.manifest import MANIFEST
 
 
 class _DefaultRun(typer.core.TyperGroup):
@@ -47,14 +49,14 @@ app.add_typer(dedup_app, name="dedup", short_help="Find exact, near and re-cropp
     ),
 )
 def dedup_run(
-    input_dir: Annotated[Path, typer.Argument(metavar="INPUT", help="An earlier stage's folder (its manifest.parquet).", exists=True)],
-    out_dir: Annotated[Path, typer.Option("--out", help="Output folder: manifest.parquet (+ dedup columns) and gallery.html.", file_okay=False)],
-    params_file: Annotated[Optional[Path], typer.Option("--params", help="params.yaml to read (default: ./params.yaml if present).")] = None,
+    input_dir: Annotated[Path, input_argument("An earlier stage's folder (its manifest.parquet).")],
+    out_dir: Annotated[Path, out_option("manifest.parquet (+ dedup columns), failures.parquet and gallery.html.")],
+    params_file: ParamsOpt = None,
     threshold: Annotated[Optional[int], typer.Option(help="Hamming radius on the 256-bit dhash (params: dedup.threshold).")] = None,
     exact: Annotated[Optional[bool], typer.Option("--exact/--fast", help="Reference hashing (bit for bit imagehash) or the fast path.")] = None,
     against: Annotated[Optional[Path], typer.Option(help="Another dedup output: mark images that duplicate its images (its hashes are reused).", exists=True)] = None,
     embeddings: Annotated[Optional[Path], typer.Option(help="An embed folder (or embeddings.parquet): its vectors nominate candidate pairs, re-crops included (default: dedup.embeddings, else INPUT/embeddings.parquet when it exists).")] = None,
-    report: Annotated[Path, typer.Option(help="Where to write the stage's figures (DVC metrics).")] = Path("reports/dedup.json"),
+    report: Annotated[Optional[Path], report_option("dedup")] = None,
 ) -> None:
     """Mark duplicates and label conflicts as manifest columns; nothing is deleted.
 
@@ -65,44 +67,26 @@ def dedup_run(
 
     Reads INPUT/manifest.parquet (and INPUT/failures.parquet: the same bytes returned under
     another label count as a conflict). Writes OUT/manifest.parquet with dhash, dup_group, dup_of,
-    dup_distance, keep, dedup_reason, label_conflict, conflict_labels, against_dup, and
-    OUT/gallery.html (every conflict, the largest groups, each link with the signal that found
-    it, its dhash distance, cosine similarity and overlay score) for a person to scan.
+    dup_distance, keep, dedup_reason, label_conflict, conflict_labels, against_dup,
+    OUT/failures.parquet (images that could not be hashed, with the reason) and OUT/gallery.html
+    (every conflict, the largest groups, each link with the signal that found it, its dhash
+    distance, cosine similarity and overlay score) for a person to scan.
     """
-    from datakit.dedup import load_input
-    from datakit.dedup import run as run_dedup
-    from datakit.dedup.gallery import write_gallery
-    from datakit.fsutil import folder_lock
-    from datakit.manifest import MANIFEST, read_table, write_table
+    from functools import partial
+
+    from datakit.dedup.stage import embeddings_for, run
     from datakit.parallel import configure_from_params
-    from datakit.params import load_params, override
+    from datakit.params import section
 
+    params = load(params_file)
     try:
-        params = load_params(params_file)
         configure_from_params(params)
-        p = override(params.dedup, "dedup", threshold=threshold, exact=exact)
-        df, root = load_input(input_dir)
-        other = read_table(Path(against) / MANIFEST if Path(against).is_dir() else Path(against)) if against else None
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with folder_lock(out_dir, "datakit dedup"):
-            vectors = None
-            wanted = p.signals is None or "embedding" in p.signals
-            if wanted:
-                from datakit.embed import EMBEDDINGS, read_embeddings
-
-                source = embeddings or (Path(p.embeddings) if p.embeddings else Path(input_dir) / EMBEDDINGS)
-                # the default uses vectors whenever they exist; naming the signal requires them
-                if p.signals is not None or embeddings or p.embeddings or source.exists():
-                    ids, X, _ = read_embeddings(source)
-                    vectors = (ids, X)
-            result = run_dedup(df, p, root=root, input_dir=input_dir if input_dir.is_dir() else None, against=other,
-                               embeddings=vectors)
-            write_table(result.manifest, out_dir / MANIFEST)
-            write_gallery(result.manifest, root, result.report, out_dir / "gallery.html", largest=p.gallery_groups,
-                          pairs=result.pairs)
+        p = section(params, "dedup", threshold=threshold, exact=exact)
+        vectors = embeddings_for(p, input_dir, embeddings)
     except DatakitError as exc:
         raise _fail(exc) from None
-    _write_report(report, result.report)
+    result = run_command("dedup", partial(run, against=against), input_dir, out_dir, p, report=report,
+                         embeddings=vectors)
     r = result.report
     t = Table(title="dedup: per label")
     for col in ("label", "before", "after"):
@@ -118,7 +102,7 @@ def dedup_run(
         + (f"{r['candidates']} candidate pairs, {r['rejected_by_verify']} rejected by the overlay check; " if r.get("verify") else "")
         + f"{r['conflict_groups']} label-conflict groups, {r['low_information']} low-information; "
         f"hashed {r['images_per_s']} img/s\n"
-        f"manifest: {out_dir / MANIFEST}   gallery: {out_dir / 'gallery.html'}"
+        f"manifest: {out_dir / MANIFEST}   gallery: {result.files['gallery']}"
     )
 
 
@@ -128,7 +112,7 @@ def dedup_calibrate(
     pairs: Annotated[Optional[Path], typer.Option(help="CSV a,b,duplicate (paths or image_ids); default: generate pairs.", exists=True)] = None,
     sample: Annotated[int, typer.Option(help="Images to sample when generating pairs.")] = 100,
     seed: Annotated[int, typer.Option(help="Sampling and edit seed.")] = 0,
-    params_file: Annotated[Optional[Path], typer.Option("--params", help="params.yaml to read (default: ./params.yaml if present).")] = None,
+    params_file: ParamsOpt = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write every figure printed here as JSON.")] = None,
 ) -> None:
     """Precision and recall of each dedup signal on your images; recommends dedup.threshold,
@@ -140,15 +124,16 @@ def dedup_calibrate(
     cosine when INPUT has vectors, else by dhash; they decide precision) and with random other
     sampled images. Every pair gets its dhash distance (full and crop hashes), cosine (copies are
     embedded here with the table's embed.json settings, or embed: params) and overlay score."""
-    from datakit.dedup import load_input
+    from datakit.cli.embedder import make_embedder
     from datakit.dedup.calibrate import run as run_calibrate
-    from datakit.params import load_params
+    from datakit.stage import load_input
 
+    params = load(params_file)
     try:
-        params = load_params(params_file)
-        df, root = load_input(input_dir)
-        cal = run_calibrate(df, root, params, input_dir=input_dir, pairs=pairs, sample=sample, seed=seed,
-                            progress=lambda msg: err.print(f"calibrate: {msg}", highlight=False))
+        inp = load_input(input_dir)
+        cal = run_calibrate(inp.manifest, inp.root, params, input_dir=input_dir, pairs=pairs, sample=sample, seed=seed,
+                            progress=lambda msg: err.print(f"calibrate: {msg}", highlight=False),
+                            embedder=make_embedder(params))
     except DatakitError as exc:
         raise _fail(exc) from None
 

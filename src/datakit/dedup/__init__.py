@@ -1,8 +1,11 @@
 """`datakit dedup`: exact and near-duplicates (see `stage.py` for the columns it adds).
 
-Modules: `hashing.py` (dhash of a decoded image, crop hashes; pure per image), `index.py`
-(multi-index Hamming search), `grouping.py` (union-find, keep and conflict policies),
-`stage.py` (the stage: `run(manifest, params) -> manifest`), `calibrate.py`, `gallery.py`.
+Modules: `hashing.py` (dhash of a decoded image, crop hashes; pure per image; `distances.py`
+compares them), `index.py` (multi-index Hamming search), `vectors.py` (cosine neighbours of
+embedding vectors: `cosine.py` shared pieces, `ivf.py` the approximate method), `verify.py`
+(the overlay check), `grouping.py` (keep and conflict policies), `stage.py` (the stage:
+`run(manifest, DedupParams, ctx) -> StageResult`), `gallery.py`, and `calibrate.py` (with
+`edits.py` and `figures.py`) for `datakit dedup calibrate`.
 
 This package file stays import-light: hashing worker processes import `datakit.dedup.hashing`
 and should not pay for pandas.
@@ -21,7 +24,9 @@ def run(*args: Any, **kwargs: Any) -> Any:
 
 
 def load_input(*args: Any, **kwargs: Any) -> Any:
-    """`datakit.dedup.stage.load_input` (imported on first use)."""
-    from datakit.dedup.stage import load_input as _load_input
+    """Deprecated: (manifest, root) of a stage folder, for commands not yet on
+    `datakit.stage.load_input` (which they should call instead)."""
+    from datakit.stage import load_input as _load_input
 
-    return _load_input(*args, **kwargs)
+    inp = _load_input(*args, **kwargs)
+    return inp.manifest, inp.root

@@ -42,9 +42,7 @@ Recommendations:
 
 from __future__ import annotations
 
-import io
 import json
-import math
 import random
 import tempfile
 from collections.abc import Callable
@@ -54,111 +52,32 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 
+from datakit.dedup.edits import EDITS, HARD_PER_IMAGE, edit
+from datakit.dedup.figures import (
+    LOOK_ALIKE,
+    MIN_PRECISION,
+    SIGNALS,
+    UNRELATED,
+    Rule,
+    figures,
+    hard_negatives,
+    lowest_precise_match,
+    recommend_match,
+    recommend_radius,
+    recommend_similarity,
+    same_recall_ceiling,
+    signal_table,
+)
 from datakit.errors import DatakitError
 from datakit.images import ImageRejected, load_image
 from datakit.manifest import resolve
 
-Edit = Callable[[Image.Image, random.Random], Image.Image]
+Embedder = Callable[..., tuple[list[str], np.ndarray]]
+"""`embedder(frame, root, settings) -> (image_ids, vectors)`: `datakit embed`'s model, handed in by
+the command (see `datakit.cli.embedder`)."""
 
-TARGET_RECALL = 0.99
-MIN_PRECISION = 0.995
-RADII = tuple(range(0, 41, 4))
-SIMILARITIES = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
-SCORES = (0.9, 0.93, 0.95, 0.96, 0.965, 0.97, 0.975, 0.98, 0.99)
-LOOK_ALIKE = "look-alike"
-UNRELATED = "unrelated"
 SUSPECT_SCORE = 0.99  # look-alikes overlaying this well are likely real copies inside the dataset
-
-
-# ---------------------------------------------------------------- the edits
-
-
-def _encode(im: Image.Image, fmt: str, **kw: Any) -> bytes:
-    buf = io.BytesIO()
-    im.convert("RGB").save(buf, fmt, **kw)
-    return buf.getvalue()
-
-
-def crop_sym(im: Image.Image, rng: random.Random) -> Image.Image:
-    """Cut 4-16 % of each axis, half from each side (a re-framed product photo)."""
-    w, h = im.size
-    cx, cy = rng.uniform(0.04, 0.16) * w, rng.uniform(0.04, 0.16) * h
-    return im.crop((round(cx / 2), round(cy / 2), w - round(cx / 2), h - round(cy / 2)))
-
-
-def crop_one(im: Image.Image, rng: random.Random) -> Image.Image:
-    """Cut 4-16 % of each axis, all from one side (a banner or a border cut off)."""
-    w, h = im.size
-    cx, cy = round(rng.uniform(0.04, 0.16) * w), round(rng.uniform(0.04, 0.16) * h)
-    left = cx if rng.random() < 0.5 else 0
-    top = cy if rng.random() < 0.5 else 0
-    return im.crop((left, top, w - (cx - left), h - (cy - top)))
-
-
-def resize(im: Image.Image, rng: random.Random) -> Image.Image:
-    s = rng.uniform(0.5, 0.9)
-    return im.resize((max(8, round(im.width * s)), max(8, round(im.height * s))), Image.Resampling.LANCZOS)
-
-
-def brightness(im: Image.Image, rng: random.Random) -> Image.Image:
-    f = rng.uniform(0.8, 0.95) if rng.random() < 0.5 else rng.uniform(1.05, 1.2)
-    return ImageEnhance.Brightness(im).enhance(f)
-
-
-def caption(im: Image.Image, rng: random.Random) -> Image.Image:
-    """A price tag or caption: a filled box with text, about 3-5 % of the picture."""
-    out = im.convert("RGB")
-    w, h = out.size
-    bw, bh = round(w * rng.uniform(0.28, 0.38)), round(h * rng.uniform(0.09, 0.12))
-    x, y = rng.randint(0, max(0, w - bw)), rng.randint(0, max(0, h - bh))
-    fill = rng.choice([(250, 220, 0), (220, 30, 30), (255, 255, 255), (20, 20, 20)])
-    ink = (0, 0, 0) if sum(fill) > 380 else (255, 255, 255)
-    draw = ImageDraw.Draw(out)
-    draw.rectangle((x, y, x + bw, y + bh), fill=fill)
-    font = ImageFont.load_default(size=max(8, round(bh * 0.7)))
-    draw.text((x + bh // 5, y + bh // 8), rng.choice(["SALE -30%", "$4.99", "NEW!", "© shop", "2 for 1"]), fill=ink, font=font)
-    return out
-
-
-def _same(im: Image.Image, rng: random.Random) -> Image.Image:
-    return im
-
-
-# name -> (edit, how the copy is saved: "jpeg" = a random quality 30-90, a number = that quality, "png")
-EDITS: dict[str, tuple[Edit, str | int]] = {
-    "crop_sym": (crop_sym, "jpeg"),
-    "crop_one": (crop_one, "jpeg"),
-    "resize": (resize, 90),
-    "jpeg": (_same, "jpeg"),
-    "brightness": (brightness, 90),
-    "caption": (caption, 90),
-    "png": (_same, "png"),
-    "stack": (_same, "jpeg"),  # two of STACKABLE, see `edit`
-}
-HARD_PER_IMAGE = len(EDITS)  # as many look-alikes as copies, so precision does not hang on the edit count
-STACKABLE = ("crop_sym", "crop_one", "resize", "brightness", "caption")
-CROPS = ("crop_sym", "crop_one")
-
-
-def edit(im: Image.Image, name: str, rng: random.Random) -> tuple[bytes, str, bool]:
-    """(file bytes, format suffix, re-cropped?) of the copy `name` makes of `im`."""
-    fn, save = EDITS[name]
-    steps = [name]
-    if name == "stack":
-        steps = rng.sample(STACKABLE, 2)
-        while all(s in CROPS for s in steps):  # two crops would cut up to 32 %: beyond a re-crop
-            steps = rng.sample(STACKABLE, 2)
-        out = im
-        for s in steps:
-            out = EDITS[s][0](out, rng)
-    else:
-        out = fn(im, rng)
-    if save == "png":
-        return _encode(out, "PNG"), "png", False
-    q = rng.randint(30, 90) if save == "jpeg" else int(save)
-    return _encode(out, "JPEG", quality=q), "jpg", any(s in CROPS for s in steps)
 
 
 # ---------------------------------------------------------------- pairs
@@ -348,9 +267,9 @@ def embed_settings(params: Any, meta: dict[str, Any] | None) -> tuple[Any, str |
     """The `EmbedParams` to embed copies with: the table's recorded backbone, weights and
     preprocessing over `embed:` (which still gives batch size, device, workers); and a note
     when the recorded recipe cannot be reproduced."""
-    from datakit.embed import parse_embed
+    from datakit.params import section
 
-    base = parse_embed(params.embed)
+    base = section(params, "embed")
     if not meta or "backbone" not in meta:
         return base, None if meta is None else "the embeddings table records no settings: copies embedded with embed:"
     from datakit.models import preprocess_for
@@ -371,12 +290,12 @@ def embed_settings(params: Any, meta: dict[str, Any] | None) -> tuple[Any, str |
     return base.model_copy(update=upd), note
 
 
-def pair_vectors(ps: PairSet, table: tuple[list[str], np.ndarray] | None, settings: Any, workdir: Path
-                 ) -> tuple[np.ndarray | None, str | None]:
+def pair_vectors(ps: PairSet, table: tuple[list[str], np.ndarray] | None, settings: Any, workdir: Path,
+                 embedder: Embedder | None = None) -> tuple[np.ndarray | None, str | None]:
     """A vector per picture (rows of `table` where it has the image_id; the rest embedded here
-    with `settings`), or (None, why) when the model cannot be built."""
-    from datakit.embed import lookup, read_embeddings
-    from datakit.embed import run as run_embed
+    by `embedder` with `settings`), or (None, why) when there is no embedder or the model cannot
+    be built."""
+    from datakit.vectors import lookup
 
     n = len(ps.paths)
     if table is not None:
@@ -386,6 +305,8 @@ def pair_vectors(ps: PairSet, table: tuple[list[str], np.ndarray] | None, settin
     todo = [k for k in range(n) if not found[k]]
     if not todo:
         return X, None
+    if embedder is None:
+        return None, "embedding signal skipped: no model to embed the copies with"
     src = workdir / "embed-src"
     src.mkdir(parents=True, exist_ok=True)
     names = []
@@ -395,8 +316,7 @@ def pair_vectors(ps: PairSet, table: tuple[list[str], np.ndarray] | None, settin
         names.append(name)
     frame = pd.DataFrame({"image_id": [str(k) for k in todo], "path": names, "label": "calibrate"})
     try:
-        run_embed(frame, settings, root=src, out_dir=workdir / "embed-out")
-        ids, V, _ = read_embeddings(workdir / "embed-out")
+        ids, V = embedder(frame, src, settings)
     except (ImportError, DatakitError) as exc:
         return None, f"embedding signal skipped: the model could not be built ({str(exc).splitlines()[0]})"
     got, ok = lookup(ids, V, [str(k) for k in todo])
@@ -454,144 +374,6 @@ def measure(ps: PairSet, *, exact: bool = False, workers: int = 0, vectors: np.n
         "full": full.astype(np.int64), "crop_distance": np.array(crop_d, dtype=np.int64),
         "cosine": cosine.astype(np.float64), "score": score.astype(np.float64),
     })
-
-
-# ---------------------------------------------------------------- figures
-
-
-def _hard(d: pd.DataFrame) -> pd.Series:
-    """The negatives that decide precision: the look-alikes, or every non-duplicate of a pairs file."""
-    hard = d["kind"] == LOOK_ALIKE
-    return hard if hard.any() else ~d["duplicate"]
-
-
-def _prf(hit: pd.Series, d: pd.DataFrame) -> dict[str, Any]:
-    dup = d["duplicate"]
-    tp = int((hit & dup).sum())
-    fp_hard = int((hit & _hard(d)).sum())
-    fp_all = int((hit & ~dup).sum())
-    crop, plain = dup & d["crop"], dup & ~d["crop"]
-    return {
-        "recall": tp / int(dup.sum()) if dup.any() else None,
-        "recall_crops": int((hit & crop).sum()) / int(crop.sum()) if crop.any() else None,
-        "recall_other": int((hit & plain).sum()) / int(plain.sum()) if plain.any() else None,
-        "precision_look_alikes": tp / (tp + fp_hard) if tp + fp_hard else None,
-        "precision_all": tp / (tp + fp_all) if tp + fp_all else None,
-        "false_look_alikes": fp_hard,
-        "false_pairs": fp_all,
-    }
-
-
-SIGNALS: dict[str, tuple[str, str, tuple[float, ...]]] = {
-    # name -> (column, direction, thresholds)
-    "dhash": ("full", "<=", RADII),
-    "dhash crops": ("crop_distance", "<=", RADII),
-    "embedding": ("cosine", ">=", SIMILARITIES),
-    "overlay": ("score", ">=", SCORES),
-}
-
-
-def signal_table(d: pd.DataFrame, signal: str) -> pd.DataFrame:
-    col, op, thresholds = SIGNALS[signal]
-    rows = []
-    for t in thresholds:
-        hit = d[col] <= t if op == "<=" else d[col] >= t
-        rows.append({"threshold": t, **_prf(hit.fillna(False), d)})
-    return pd.DataFrame(rows)
-
-
-def recommend_radius(d: pd.DataFrame, target: float = TARGET_RECALL, max_radius: int = 40) -> int | None:
-    """The smallest radius at which the full dhash finds >= `target` of the copies that were
-    not re-cropped (else the smallest radius reaching its best recall up to `max_radius`)."""
-    plain = d.loc[d["duplicate"] & ~d["crop"], "full"].to_numpy()
-    if not len(plain):
-        return None
-    recall = np.array([(plain <= r).mean() for r in range(max_radius + 1)])
-    good = np.nonzero(recall >= target)[0]
-    return int(good[0]) if len(good) else int(np.argmax(recall))
-
-
-def recommend_similarity(d: pd.DataFrame, target: float = TARGET_RECALL) -> float | None:
-    """The highest cosine (0.01 steps) that keeps >= `target` of all copies."""
-    cos = np.sort(d.loc[d["duplicate"], "cosine"].dropna().to_numpy())
-    if not len(cos):
-        return None
-    misses = int(math.floor((1.0 - target) * len(cos) + 1e-9))
-    return math.floor(float(cos[misses]) * 100 + 1e-9) / 100
-
-
-def lowest_precise_match(d: pd.DataFrame, min_precision: float = MIN_PRECISION) -> float | None:
-    """The lowest overlay score (0.005 steps from 0.8) at which precision against the
-    look-alikes is >= `min_precision`."""
-    dup = d.loc[d["duplicate"], "score"].to_numpy()
-    neg = d.loc[_hard(d) & ~d["duplicate"], "score"].to_numpy()
-    for k in range(0, 201, 5):
-        t = round(0.8 + 0.001 * k, 3)
-        tp, fp = int((dup >= t).sum()), int((neg >= t).sum())
-        if tp and tp / (tp + fp) >= min_precision:
-            return t
-    return None
-
-
-def recommend_match(d: pd.DataFrame, min_precision: float = MIN_PRECISION) -> tuple[float | None, float | None, float | None]:
-    """(threshold, recall, precision): halfway (rounded down to 0.005) between the lowest score
-    with precision >= `min_precision` against the look-alikes and the highest that still keeps
-    that recall of the copies: a margin both ways for images the sample did not hold (a real
-    run checks many more look-alike candidates than it finds copies)."""
-    low = lowest_precise_match(d, min_precision)
-    if low is None:
-        return None, None, None
-    dup = d.loc[d["duplicate"], "score"].to_numpy()
-    neg = d.loc[_hard(d) & ~d["duplicate"], "score"].to_numpy()
-    high = same_recall_ceiling(d, low, float((dup >= low).mean()))
-    t = low if high is None else round(np.floor((low + high) / 2 * 200) / 200, 3)
-    tp, fp = int((dup >= t).sum()), int((neg >= t).sum())
-    return t, tp / len(dup), tp / (tp + fp)
-
-
-def same_recall_ceiling(d: pd.DataFrame, threshold: float | None, recall: float | None) -> float | None:
-    """The highest overlay score (0.005 steps) that still keeps `recall` of the copies: between
-    it and the recommended (lowest) threshold recall is the same and precision only gains."""
-    if threshold is None or recall is None:
-        return None
-    dup = d.loc[d["duplicate"], "score"].to_numpy()
-    best = threshold
-    for k in range(round(threshold * 1000), 1001, 5):
-        t = round(k / 1000, 3)
-        if (dup >= t).mean() >= recall - 1e-12:
-            best = t
-        else:
-            break
-    return best
-
-
-@dataclass(frozen=True)
-class Rule:
-    """The dedup rule as params: candidates (dhash radius, crop join, cosine floor), then the overlay check."""
-
-    radius: int
-    crop_radius: int | None  # None: no crop join
-    similarity: float | None  # None: no embedding signal
-    match: float | None  # None: no overlay check
-
-    def hits(self, d: pd.DataFrame) -> pd.Series:
-        cand = d["full"] <= self.radius
-        if self.crop_radius is not None:
-            cand |= d["crop_distance"] <= self.crop_radius
-        if self.similarity is not None:
-            cand |= (d["cosine"] >= self.similarity).fillna(False)
-        if self.match is not None:
-            cand &= d["score"] >= self.match
-        return cand
-
-    def describe(self) -> str:
-        parts = [f"dhash <= {self.radius}"]
-        if self.crop_radius is not None:
-            parts.append(f"crop hashes <= {self.crop_radius}")
-        if self.similarity is not None:
-            parts.append(f"cosine >= {self.similarity:g}")
-        text = " or ".join(parts)
-        return f"({text}) and overlay >= {self.match:g}" if self.match is not None else text
 
 
 @dataclass
@@ -674,11 +456,11 @@ def summarise(d: pd.DataFrame, params: Any, *, has_table: bool = False, notes: l
         "match_recall": m_recall,
         "match_precision": m_precision,
         "match_threshold_same_recall": same_recall_ceiling(d, match, m_recall),
-        "match_false_look_alikes": int((d.loc[_hard(d) & ~d["duplicate"], "score"] >= match).sum()) if match is not None else None,
-        "look_alikes": int((_hard(d) & ~d["duplicate"]).sum()),
+        "match_false_look_alikes": int((d.loc[hard_negatives(d) & ~d["duplicate"], "score"] >= match).sum()) if match is not None else None,
+        "look_alikes": int((hard_negatives(d) & ~d["duplicate"]).sum()),
     }
     rules = {"current": cur, "recommended": rec}
-    end = {name: _prf(r.hits(d), d) for name, r in rules.items()}
+    end = {name: figures(r.hits(d), d) for name, r in rules.items()}
     dup = d[d["duplicate"]]
     per = []
     for kind, g in dup.groupby("kind", sort=False):
@@ -695,17 +477,20 @@ def summarise(d: pd.DataFrame, params: Any, *, has_table: bool = False, notes: l
 
 def run(df: pd.DataFrame, root: Path, params: Any, *, input_dir: Path | None = None, pairs: Path | None = None,
         sample: int = 100, seed: int = 0, hard_per_image: int = HARD_PER_IMAGE,
-        progress: Callable[[str], None] | None = None) -> Calibration:
-    """`datakit dedup calibrate` on a manifest (`params`: the whole params.yaml)."""
-    from datakit.embed import EMBEDDINGS, read_embeddings
+        progress: Callable[[str], None] | None = None, embedder: Embedder | None = None) -> Calibration:
+    """`datakit dedup calibrate` on a manifest (`params`: the whole params.yaml). The vectors of
+    INPUT's images come from its embeddings table (`dedup.embeddings`, else `input_dir`'s own);
+    the copies are embedded by `embedder` (without one, or when its model cannot be built, the
+    embedding signal is left out with a note)."""
+    from datakit.stage import find_embeddings
+    from datakit.vectors import read_embeddings
 
     say = progress or (lambda _msg: None)
     p = params.dedup
     notes: list[str] = []
-    source = Path(p.embeddings) if p.embeddings else (
-        (input_dir if input_dir.is_dir() else input_dir.parent) / EMBEDDINGS if input_dir is not None else None)
+    source = find_embeddings(p.embeddings, input_dir)
     table, meta = None, None
-    if source is not None and source.exists():
+    if source is not None:
         ids, X, meta = read_embeddings(source)
         table = (ids, X)
     with tempfile.TemporaryDirectory(prefix="datakit-calibrate-") as tmp:
@@ -721,7 +506,7 @@ def run(df: pd.DataFrame, root: Path, params: Any, *, input_dir: Path | None = N
         if note:
             notes.append(note)
         say(f"vectors for {len(ps.paths)} pictures")
-        vectors, note = pair_vectors(ps, table, settings, work)
+        vectors, note = pair_vectors(ps, table, settings, work, embedder)
         if note:
             notes.append(note)
         say(f"hashes and overlay scores of {len(ps.a)} pairs")
@@ -729,6 +514,6 @@ def run(df: pd.DataFrame, root: Path, params: Any, *, input_dir: Path | None = N
     return summarise(d, p, has_table=table is not None, notes=notes)
 
 
-__all__ = ["EDITS", "Calibration", "PairSet", "Rule", "edit", "generate_pairs", "measure", "nearest_others",
-           "lowest_precise_match", "read_pairs", "recommend_match", "recommend_radius", "recommend_similarity", "run", "same_recall_ceiling", "sample_rows",
-           "signal_table", "summarise"]
+__all__ = ["EDITS", "Calibration", "Embedder", "PairSet", "Rule", "edit", "generate_pairs", "measure", "nearest_others",
+           "lowest_precise_match", "read_pairs", "recommend_match", "recommend_radius", "recommend_similarity", "run",
+           "same_recall_ceiling", "sample_rows", "signal_table", "summarise"]

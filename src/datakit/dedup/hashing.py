@@ -49,6 +49,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from datakit.dedup.distances import (  # noqa: F401 - the comparisons of these hashes, named here too
+    DEFAULT_CROP_RADIUS,
+    DEFAULT_RADIUS,
+    crop_distance,
+    full_distance,
+    hamming,
+    hamming_known,
+    is_near,
+    pair_distance,
+)
 from datakit.images import ImageLimits, ImageRejected, decode
 from datakit.images import exif_orientation as _exif_orientation  # broken EXIF counts as 1 (IMG-08)
 from datakit.images import load_pixels as _load_pixels  # the shared complete decode (truncation -> ImageRejected)
@@ -71,6 +81,7 @@ __all__ = [
     "hash_bytes",
     "hash_image",
     "hash_paths",
+    "init_worker",
     "is_near",
     "pair_distance",
 ]
@@ -102,14 +113,6 @@ def _product_boxes(spans: Sequence[tuple[float, float]]) -> tuple[Box, ...]:
 
 CROP_BOXES: tuple[Box, ...] = _product_boxes(_AXIS_SPANS)
 """Sub-boxes hashed beside the full image (fractions of width and height)."""
-
-DEFAULT_RADIUS = 28
-"""Hamming radius (of 256 bits) for full-image near-duplicates. bench/dedup_quality.py: the
-smallest radius with recall >= 0.95 on resized, re-encoded (q 30-90), brightened (+-20 %),
-captioned and PNG<->JPEG copies; 1 false pair in 8.8 million unrelated pairs there."""
-DEFAULT_CROP_RADIUS = 24
-"""Hamming radius between one image's full hash and another image's crop hashes: crop recall
->= 0.8 on 2-8 % crops; 4 false pairs in 8.8 million there (28 gives 62: too many)."""
 
 WORK_SIDE = 48
 """Shorter side (px) the working image keeps at least: the DCT scale (1/2..1/8) and any further
@@ -442,58 +445,6 @@ def hash_image(im: Image.Image, *, settings: HashSettings = DEFAULT_SETTINGS) ->
     return _results([_decode_reference(im.convert("L"), settings.work_side)], settings)[0]
 
 
-def hamming(a: str, b: str) -> int:
-    """Bits that differ between two hex hashes of equal length."""
-    return (int(a, 16) ^ int(b, 16)).bit_count()
-
-
-def hamming_known(a: object, b: object) -> int:
-    """`hamming`, or -1 when either hash is missing (an unreadable picture)."""
-    return hamming(a, b) if isinstance(a, str) and isinstance(b, str) else -1
-
-
-def full_distance(a: HashResult, b: HashResult) -> int:
-    """Hamming distance between the two full-image hashes."""
-    return hamming(a.dhash, b.dhash)
-
-
-def crop_distance(a: HashResult, b: HashResult) -> int:
-    """Smallest distance between one image's full hash and the other's crop hashes (either way);
-    `HASH_BITS + 1` when neither carries crop hashes."""
-    fa, fb = int(a.dhash, 16), int(b.dhash, 16)
-    best = HASH_BITS + 1
-    for c in b.crops:
-        best = min(best, (fa ^ int(c, 16)).bit_count())
-    for c in a.crops:
-        best = min(best, (fb ^ int(c, 16)).bit_count())
-    return best
-
-
-def pair_distance(a: HashResult, b: HashResult, *, radius: int = DEFAULT_RADIUS,
-                  crop_radius: int = DEFAULT_CROP_RADIUS) -> tuple[int, str]:
-    """The distance that decides whether two images are near-duplicates, and which signal gave it.
-
-    Returns ``(d, "full")`` when the full hashes are within `radius` (or when the crop signal
-    does not match either: then ``d`` is the full distance and exceeds `radius`), and
-    ``(d, "crop")`` when only a full-vs-crop distance is within `crop_radius`. So the pair
-    matches iff ``d <= (radius if via == "full" else crop_radius)`` (see `is_near`).
-    """
-    full = full_distance(a, b)
-    if full <= radius:
-        return full, "full"
-    crop = crop_distance(a, b)
-    if crop <= crop_radius:
-        return crop, "crop"
-    return full, "full"
-
-
-def is_near(a: HashResult, b: HashResult, *, radius: int = DEFAULT_RADIUS,
-            crop_radius: int = DEFAULT_CROP_RADIUS) -> bool:
-    """Whether `pair_distance` calls the two images near-duplicates."""
-    d, via = pair_distance(a, b, radius=radius, crop_radius=crop_radius)
-    return d <= (radius if via == "full" else crop_radius)
-
-
 # --------------------------------------------------------------------------------------------
 # many files: blocks of `_CHUNK` files (decoded one by one, hashed as a batch), in this process
 # or over a process pool
@@ -556,8 +507,8 @@ def _one_blas_thread_in_worker() -> None:
         _worker_limits = _one_blas_thread()
 
 
-def _init_worker() -> None:
-    """Initializer of a plain process pool running hashes (`datakit.audit`)."""
+def init_worker() -> None:
+    """Initializer of a plain process pool running hashes (`datakit.audit`): one BLAS thread."""
     global _worker_limits
     _worker_limits = _one_blas_thread()
 

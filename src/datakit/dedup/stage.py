@@ -22,7 +22,7 @@ the keep / conflict policies (`grouping.py`). Decisions are columns, never delet
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,25 +31,37 @@ import pandas as pd
 
 from datakit.dedup.grouping import components, decide
 from datakit.dedup.hashing import hamming_known
-from datakit.errors import DatakitError, ManifestError, ParamsError
-from datakit.manifest import FAILURES, find_project_root, read_table, resolve
+from datakit.errors import ManifestError, ParamsError
+from datakit.manifest import FAILURES, is_known_reason, read_table
 from datakit.params import DedupParams
+from datakit.stage import DEDUPLICATED, SCRAPED, StageContext, StageResult, failure_rows, find_embeddings, load_input
 
 DEDUP_COLUMNS = ["dhash", "dhash_crops", "low_information", "dup_group", "dup_of", "dup_distance", "keep",
                  "dedup_reason", "label_conflict", "conflict_labels", "against_dup"]
+GALLERY = "gallery.html"
+STAGE = "dedup"
 
 
-@dataclass
-class DedupResult:
-    manifest: pd.DataFrame
-    report: dict[str, Any]
-    pairs: pd.DataFrame  # (a, b, distance, via) for every accepted edge, for the gallery
-    conflict_groups: list[str] = field(default_factory=list)
+def embeddings_for(params: DedupParams, source: Path | None, option: Path | str | None = None) -> Path | None:
+    """The embeddings table this run reads, or None: with `signals` naming only dhash none;
+    else the `--embeddings` option, `dedup.embeddings`, or INPUT's own table when it has one (a
+    table named explicitly must exist). The default uses vectors whenever they exist; `plan`
+    then refuses an explicit embedding signal without them."""
+    if params.signals is not None and "embedding" not in params.signals:
+        return None
+    return find_embeddings(option if option is not None else params.embeddings, source)
+
+
+def read_against(source: Path) -> pd.DataFrame:
+    """The manifest of an earlier dedup output (`--against`): its `dhash` column is reused, so
+    it must be a dedup output; its files are not read."""
+    inp = load_input(source, needs=(SCRAPED, DEDUPLICATED), required=("dhash",), check_files=False)
+    return inp.manifest
 
 
 def _extra_labels(input_dir: Path | None, df: pd.DataFrame) -> dict[int, set[str]]:
     """Labels the same bytes carried under other queries (scrape's duplicate_bytes rows)."""
-    if input_dir is None or not (input_dir / FAILURES).exists():
+    if input_dir is None or not input_dir.is_dir() or not (input_dir / FAILURES).exists():
         return {}
     fails = read_table(input_dir / FAILURES, "failures table")
     if "reason" not in fails.columns or "image_id" not in fails.columns:
@@ -64,29 +76,37 @@ def _extra_labels(input_dir: Path | None, df: pd.DataFrame) -> dict[int, set[str
     return out
 
 
-def hash_manifest(df: pd.DataFrame, root: Path, params: DedupParams) -> tuple[list[str | None], list[list[str]], list[bool], list[str | None]]:
-    """Hash every row's image. Returns dhash, crops, low_information, and an error per row."""
+Hashes = tuple[list[str | None], list[list[str]], list[bool], list[str | None], list[str | None]]
+"""Per row: dhash, crop hashes, low_information, the reason it could not be hashed and the detail."""
+
+
+def hash_manifest(df: pd.DataFrame, ctx: StageContext, params: DedupParams) -> Hashes:
+    """Hash every row's image. Returns dhash, crops, low_information, and an error (reason code
+    and detail) per row."""
     from datakit.dedup.hashing import hash_paths
     from datakit.images import ImageRejected
 
-    paths = [resolve(root, p) for p in df["path"]]
+    paths = [ctx.resolve(p) for p in df["path"]]
     results = hash_paths(paths, exact=params.exact, workers=params.workers)
     dh: list[str | None] = []
     crops: list[list[str]] = []
     low: list[bool] = []
     errors: list[str | None] = []
+    details: list[str | None] = []
     for res in results:
         if isinstance(res, ImageRejected):
             dh.append(None)
             crops.append([])
             low.append(False)
             errors.append(res.reason)
+            details.append(res.detail or None)
         else:
             dh.append(res.dhash)
             crops.append(list(res.crops) if params.crops is not False else [])
             low.append(bool(res.low_information))
             errors.append(None)
-    return dh, crops, low, errors
+            details.append(None)
+    return dh, crops, low, errors, details
 
 
 @dataclass(frozen=True)
@@ -162,7 +182,7 @@ def embedding_candidates(df: pd.DataFrame, errors: list[str | None], low: list[b
     (i, j, via bit, vectors of every row). Rows without a vector, unreadable rows and
     low-information rows take part in none."""
     from datakit.dedup.vectors import neighbour_pairs
-    from datakit.embed import lookup
+    from datakit.vectors import lookup
 
     ids, X = embeddings
     vecs, found = lookup(ids, X, df["image_id"].astype(str))
@@ -203,33 +223,52 @@ def _pair_similarities(vecs: np.ndarray | None, i: np.ndarray, j: np.ndarray) ->
     return (np.einsum("ij,ij->i", vecs[i], vecs[j]) / (norms[i] * norms[j])).astype(np.float32)
 
 
-def run(df: pd.DataFrame, params: DedupParams, *, root: Path, input_dir: Path | None = None,
-        against: pd.DataFrame | None = None, hashes: tuple[Any, ...] | None = None,
-        embeddings: tuple[list[str], np.ndarray] | None = None) -> DedupResult:
-    """The dedup stage over a manifest (`root`: what `path`s are relative to).
+def run(manifest: pd.DataFrame, params: DedupParams, ctx: StageContext, *,
+        against: pd.DataFrame | Path | None = None, hashes: Hashes | None = None,
+        vectors: tuple[list[str], np.ndarray] | None = None) -> StageResult:
+    """The dedup stage over a manifest (`ctx.root`: what its `path`s are relative to).
 
     Candidate pairs come from the signals (`plan`): dhash (full hashes within the radius; with
-    the crop join also full-vs-crop hashes) and embedding neighbours. With `verify` (default)
-    a candidate becomes an edge only when one picture overlays the other
-    (`datakit.dedup.verify`, score >= `match_threshold`), so look-alike shots never chain into
-    one group; groups are the connected components of the edges.
+    the crop join also full-vs-crop hashes) and embedding neighbours (the vectors of
+    `ctx.embeddings`, see `embeddings_for`). With `verify` (default) a candidate becomes an
+    edge only when one picture overlays the other (`datakit.dedup.verify`, score >=
+    `match_threshold`), so look-alike shots never chain into one group; groups are the
+    connected components of the edges. Labels the same bytes carried under other queries come
+    from the input folder's failures table (`ctx.input`, scrape's duplicate_bytes rows).
+
+    Decisions are columns: a duplicate is `keep=False` with its `dedup_reason`, never a
+    failure. An image that cannot be hashed is `keep=False` too, *and* a failures row (its
+    reason code). With `ctx.out` the gallery is written there (`files["gallery"]`); `extra`
+    holds the accepted `pairs` and the `conflict_groups` for the caller.
 
     Args:
-        against: another dataset's dedup manifest (its `dhash` column is used as is): rows of
-            `df` within the dhash radius of one of its images are marked `keep=False`,
-            `dedup_reason="in_against"`, `against_dup=<its image_id>`.
-        hashes: precomputed (dhash, crops, low, errors), for tests and re-use.
-        embeddings: (image_ids, vectors) from `datakit embed`.
+        against: another dataset's dedup output (a folder, or its manifest as read by
+            `read_against`; its `dhash` column is used as is): rows within the dhash radius
+            of one of its images are marked `keep=False`, `dedup_reason="in_against"`,
+            `against_dup=<its image_id>`.
+        hashes: precomputed `Hashes`, for tests and re-use.
+        vectors: (image_ids, vectors) instead of reading `ctx.embeddings` (tests, calibration).
     """
     from datakit.dedup.verify import score_pairs
 
+    df = manifest
+    embeddings = vectors
+    if embeddings is None and ctx.embeddings is not None and (params.signals is None or "embedding" in params.signals):
+        from datakit.vectors import read_embeddings
+
+        ids, X, _ = read_embeddings(ctx.embeddings)
+        embeddings = (ids, X)
+    if against is not None and not isinstance(against, pd.DataFrame):
+        against = read_against(Path(against))
     pl = plan(params, embeddings is not None)
     for col in ("image_id", "path", "label", "width", "height", "bytes"):
         if col not in df.columns:
             raise ManifestError(f"dedup input manifest lacks the column {col!r}")
     t0 = time.monotonic()
     df = df.reset_index(drop=True).copy()
-    dh, crops, low, errors = hashes if hashes is not None else hash_manifest(df, root, params)
+    ctx.progress.start("hash", len(df))
+    dh, crops, low, errors, details = hashes if hashes is not None else hash_manifest(df, ctx, params)
+    ctx.progress.advance("hash", len(df))
     t_hash = time.monotonic() - t0
     parts_a, parts_b, parts_v = [], [], []
     if "dhash" in pl.signals:
@@ -243,7 +282,7 @@ def run(df: pd.DataFrame, params: DedupParams, *, root: Path, input_dir: Path | 
     ci, cj, cvia = merge_candidates(np.concatenate(parts_a or [empty]), np.concatenate(parts_b or [empty]),
                                     np.concatenate(parts_v or [empty]))
     t1 = time.monotonic()
-    paths = [resolve(root, p) for p in df["path"]]
+    paths = [ctx.resolve(p) for p in df["path"]]
     if pl.verify and len(ci):
         score = np.asarray(score_pairs(paths, ci, cj, workers=params.workers), dtype=np.float32)
         accept = score >= pl.match_threshold
@@ -255,7 +294,7 @@ def run(df: pd.DataFrame, params: DedupParams, *, root: Path, input_dir: Path | 
     csim = _pair_similarities(vecs, ci, cj)
     i, j, d, via, sim, match = ci[accept], cj[accept], cd[accept], cvia[accept], csim[accept], score[accept]
     roots = components(len(df), i, j)
-    extra = _extra_labels(input_dir, df)
+    extra = _extra_labels(ctx.input, df)
     decisions = decide(
         df["image_id"].tolist(), df["label"].tolist(), df["width"].tolist(), df["height"].tolist(),
         df["bytes"].tolist(), roots, keep=params.keep, conflicts=params.conflicts, extra_labels=extra,
@@ -306,7 +345,17 @@ def run(df: pd.DataFrame, params: DedupParams, *, root: Path, input_dir: Path | 
         "verify_seconds": round(t_verify, 3),
     })
     conflicts = sorted(set(df.loc[df["label_conflict"], "dup_group"]))
-    return DedupResult(df, report, pairs, conflicts)
+    bad = np.array([e is not None for e in errors], dtype=bool)
+    failures = failure_rows(df, bad, STAGE, [e if is_known_reason(e) else "decode_error" for e in errors if e is not None],
+                            [d for e, d in zip(errors, details, strict=True) if e is not None])
+    report["failures"] = int(bad.sum())
+    files: dict[str, Path] = {}
+    if ctx.out is not None:
+        from datakit.dedup.gallery import write_gallery
+
+        files["gallery"] = Path(ctx.out) / GALLERY
+        write_gallery(df, ctx.root, report, files["gallery"], largest=params.gallery_groups, pairs=pairs)
+    return StageResult(df, report, failures, files, extra={"pairs": pairs, "conflict_groups": conflicts})
 
 
 def _distance(dist_to: dict[tuple[int, int], int], a: int, b: int) -> int | None:
@@ -369,15 +418,3 @@ def _report(df: pd.DataFrame, params: DedupParams, pairs: pd.DataFrame, t_hash: 
         "seconds": round(total, 3),
         "images_per_s": round(len(df) / t_hash, 1) if t_hash > 0 else None,
     }
-
-
-def load_input(folder: Path) -> tuple[pd.DataFrame, Path]:
-    """An earlier stage's folder -> (validated manifest, project root)."""
-    from datakit.manifest import MANIFEST, read_manifest
-
-    folder = Path(folder)
-    path = folder / MANIFEST if folder.is_dir() else folder
-    if not path.exists():
-        raise DatakitError(f"no manifest at {path}: give the folder of an earlier stage (e.g. data/scrape)")
-    root = find_project_root(path.parent)
-    return read_manifest(path, root=root), root
