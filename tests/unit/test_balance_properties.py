@@ -14,10 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from datakit.augment import AugmentParams
+from datakit.augment import AugmentParams, variant_maker
 from datakit.balance import BALANCE_ORIGINS, BalanceParams, normalise_target, run
 from datakit.images import ImageStore
 from datakit.manifest import relpath
+from datakit.stage import StageContext
 
 STRATEGIES = ["none", "class_weights", "oversample", "undersample", "smote_pixels", "smote"]
 
@@ -69,8 +70,9 @@ def test_balance_properties(train, other, strategy, target, seed) -> None:
         params = BalanceParams(strategy=strategy, target=target, seed=seed, pixels_size=4, k_neighbors=3)
         aug = AugmentParams(transforms=[{"name": "RandomBrightnessContrast", "p": 1.0}])
         try:
-            out, report = run(df, params, root=root, store=ImageStore(root / "data" / "balance"), augment=aug,
-                              embeddings=vectors)
+            result = run(df, params, StageContext(root=root, out=root / "data" / "balance"), make_variant=variant_maker(aug),
+                         vectors=vectors)
+            out, report = result.manifest, result.report
         except Exception as exc:  # noqa: BLE001 - only a ParamsError on a target imblearn refuses is allowed
             from datakit.errors import ParamsError
 

@@ -1,4 +1,4 @@
-"""datakit.smote: blocked exact k-NN and chunked SMOTE interpolation."""
+"""datakit.balance.smote: blocked exact k-NN and chunked SMOTE interpolation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.neighbors import NearestNeighbors
 
-from datakit.smote import block_rows, interpolate, knn
+from datakit.balance.smote import block_rows, interpolate, knn
 
 
 def _brute(X: np.ndarray, k: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """`OUT/report.html` of `datakit balance`: what balancing did, for a person to check.
 
-Train images per class before and after, the imbalance ratio, and for each origin that added
+The rows training uses per class (kept train rows of every origin) before and after, the imbalance ratio, and for each origin that added
 rows (augmented, oversampled, smote_pixels, smote) a few examples next to their parents, so a
 blended smote_pixels ghost or an over-strong augmentation is seen before it is trained on.
 Thumbnails are embedded (data URIs): the page is one self-contained file.
@@ -15,8 +15,10 @@ from typing import Any
 
 import pandas as pd
 
+from datakit.balance.stage import SMOTE_PIXELS
 from datakit.fsutil import atomic_write_text
-from datakit.images import thumbnail_uri as _thumb
+from datakit.images import thumbnail_uri
+from datakit.stage import AUGMENTED, OVERSAMPLED, SMOTE, origins
 
 _CSS = """
 body{font:14px system-ui,sans-serif;margin:24px;color:#222;max-width:1100px}
@@ -32,17 +34,17 @@ figure.child img{border-color:#36c}
 .arrow{font-size:20px;color:#888}
 """
 
-ORIGINS = ("augmented", "oversampled", "smote_pixels", "smote")
+ORIGINS = (AUGMENTED, OVERSAMPLED, SMOTE_PIXELS, SMOTE)
 _WHAT = {
-    "augmented": "augmented variants (datakit augment): one parent, sampled transforms",
-    "oversampled": "oversampled copies: a minority image repeated through the augment pipeline",
-    "smote_pixels": "smote_pixels: pixel blends of two same-class parents (ghost images: the weaker option)",
-    "smote": "smote: synthetic embedding vectors between two same-class parents (no image; linear probe only)",
+    AUGMENTED: "augmented variants (datakit augment): one parent, sampled transforms",
+    OVERSAMPLED: "oversampled copies: a minority image repeated through the augment pipeline",
+    SMOTE_PIXELS: "smote_pixels: pixel blends of two same-class parents (ghost images: the weaker option)",
+    SMOTE: "smote: synthetic embedding vectors between two same-class parents (no image; linear probe only)",
 }
 
 
 def _figure(root: Path, row: Any, cls: str = "") -> str:
-    src = _thumb(root, row.path, 96) if isinstance(row.path, str) else ""
+    src = thumbnail_uri(root, row.path, 96) if isinstance(row.path, str) else ""
     return (f'<figure class="{cls}"><img src="{src}" alt="{html.escape(str(row.image_id)[:12])}">'
             f"<figcaption>{html.escape(str(row.label))}<br>{html.escape(str(row.image_id)[:10])}</figcaption></figure>")
 
@@ -59,7 +61,7 @@ def _example(root: Path, child: Any, by_id: dict[str, Any]) -> str:
     if "gap" in made:
         detail = f"gap {made['gap']:.2f}"
     left = "".join(_figure(root, p) for p in parents) or "<span>(parent not in manifest)</span>"
-    if child.origin == "smote":
+    if child.origin == SMOTE:
         right = f'<figure class="child"><div class="vec">vector<br>{html.escape(str(child.image_id)[:10])}</div><figcaption>{html.escape(str(child.label))}</figcaption></figure>'
     else:
         right = _figure(root, child, "child")
@@ -78,14 +80,15 @@ def write_balance_page(df: pd.DataFrame, root: Path, report: dict[str, Any], pat
     parts = [
         f"<!doctype html><meta charset='utf-8'><title>datakit balance</title><style>{_CSS}</style>",
         f"<h1>datakit balance: {html.escape(str(report.get('strategy')))}</h1>",
-        "<p>Only original, kept train rows are counted and resampled; val and test are untouched.</p>",
+        f"<p>Counted: {html.escape(str(report.get('counts', 'rows training uses')))}; new rows are made from "
+        "the kept train originals; val and test are untouched.</p>",
         f"<table><tr><th>label</th><th>before</th><th>after</th><th>weight</th></tr>{rows}</table>",
         f"<p>imbalance (largest / smallest class): {report.get('imbalance_before')} → {report.get('imbalance_after')}; "
         f"rows added: {html.escape(str(report.get('rows_added') or 'none'))}; undersampled: {report.get('rows_undersampled', 0)}</p>",
     ]
     if report.get("note"):
         parts.append(f'<p class="note">{html.escape(report["note"])}</p>')
-    origin = df["origin"] if "origin" in df.columns else pd.Series("original", index=df.index)
+    origin = origins(df)
     for o in ORIGINS:
         sub = df[origin.eq(o)]
         if not len(sub):
