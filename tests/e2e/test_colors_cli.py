@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from datakit.cli.colors import register
 from datakit.colors import COLOR_COLUMNS
-from datakit.manifest import read_manifest, write_table
+from datakit.manifest import read_manifest, read_stage_manifest, write_table
 from tests.e2e.helpers import invoke, write_params
 
 pytestmark = pytest.mark.timeout(120)
@@ -54,7 +54,7 @@ def project(tmp_path_factory) -> tuple[Path, Path]:
 
 def _break_one_image(tmp: Path) -> str:
     """A copy of the scrape folder whose first image file no longer decodes."""
-    src = pd.read_parquet(tmp / "scrape" / "manifest.parquet")
+    src = read_stage_manifest(tmp / "scrape" / "manifest.parquet")[0]  # paths relative to the project root
     broken = src.iloc[0]
     (tmp / broken["path"]).write_bytes(b"<html>not an image</html>")
     return str(broken["image_id"])
@@ -102,12 +102,17 @@ def test_colors_columns_page_masks_and_figures(project) -> None:
     assert rep["failed_by_reason"] == {"not_an_image": 1} and sum(rep["dominant"].values()) == len(ok)
     assert rep["palette"] == "basic" and rep["params"]["k"] == 6
 
+    # the image not analysed is also a failures row, with the code of its color_error as reason
+    failed = pd.read_parquet(out / "failures.parquet")
+    assert failed["image_id"].tolist() == [broken_id] and failed["reason"].tolist() == ["not_an_image"]
+    assert failed["stage"].tolist() == ["colors"] and failed["detail"].iloc[0].startswith("not_an_image")
+
 
 def test_rerun_is_deterministic_whatever_the_workers(project) -> None:
     tmp, params = project
     a = colors(tmp / "scrape", "--out", tmp / "c1", "--params", params, "--report", tmp / "reports" / "c1.json")
     assert a.exit_code == 0, a.output
-    first = pd.read_parquet(tmp / "c1" / "manifest.parquet")
+    first = read_stage_manifest(tmp / "c1" / "manifest.parquet")[0]  # paths relative to the project root
     rows = first[first["color_error"].isna()]
     assert rows["color_mask"].isna().all() and not (tmp / "c1" / "masks").exists()  # masks only when asked
     sub = tmp / "sub"
@@ -157,3 +162,13 @@ def test_bad_option_and_missing_manifest(project, tmp_path) -> None:
     empty.mkdir()
     res = colors(empty, "--out", tmp_path / "o2", "--params", params)
     assert res.exit_code == 1 and "no manifest" in res.output
+
+
+def test_an_input_without_image_columns_is_one_line(project, tmp_path) -> None:
+    tmp, params = project
+    folder = tmp_path / "notimages"
+    folder.mkdir()
+    write_table(pd.DataFrame({"image_id": ["a"], "path": ["x.jpg"]}), folder / "manifest.parquet")
+    res = colors(folder, "--out", tmp_path / "o3", "--params", params)
+    assert res.exit_code == 1 and "missing columns: label" in res.output and str(folder) in res.output
+    assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "o3" / "manifest.parquet").exists()
