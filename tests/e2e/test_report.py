@@ -24,6 +24,7 @@ from PIL import Image, ImageStat
 from typer.testing import CliRunner
 
 from datakit.cli.report import register
+from datakit.manifest import read_stage_manifest
 from datakit.report import STAGES, build_report, stage_folders
 from tests.e2e.helpers import invoke, write_params
 
@@ -53,7 +54,7 @@ def _report_app() -> typer.Typer:
 def _fake_train_and_evaluate(tmp: Path) -> None:
     """Files in the formats `datakit train` / `datakit evaluate` write, with made-up numbers but
     real image paths (the test rows of the split)."""
-    split = pd.read_parquet(tmp / "split" / "manifest.parquet")
+    split = read_stage_manifest(tmp / "split" / "manifest.parquet", tmp)[0]  # paths relative to the project root
     test = split[split["keep"] & split["split"].eq("test")].sort_values("image_id").reset_index(drop=True)
     labels = sorted(split["label"].unique())
     predicted = [labels[(labels.index(a) + 1) % len(labels)] if i % 3 == 0 else a for i, a in enumerate(test["label"])]

@@ -1,7 +1,9 @@
 """`datakit report`: one static HTML page for a pipeline run (see datakit.report).
 
-`register(app)` adds the command to the main Typer app. The command only resolves the stage
-folders, calls `datakit.report.build_report` and prints the page's path (notes on stderr).
+`register(app)` adds the command to the main Typer app. The command only declares its options,
+calls `datakit.report.build_report` and prints the page's path (notes on stderr). The report is a
+side branch, not a stage: it reads every stage folder (through the stage loader) and writes one
+page, no manifest.
 """
 
 from __future__ import annotations
@@ -53,15 +55,11 @@ def register(app: typer.Typer) -> None:
 
         Every part is optional: what is absent is named on the page. The page embeds its images and
         charts (no script, no external URL), so it opens offline."""
-        from datakit.report import build_report, stage_folders
+        from datakit.report import build_report, params_file_for, stage_folders
 
         try:
-            if params_file is None and Path("params.yaml").is_file():
-                params_file = Path("params.yaml")
-            if params_file is not None and not params_file.is_file():
-                raise DatakitError(f"params file not found: {params_file}")
             stages = stage_folders(data, parse_stage_overrides(stage))
-            result = build_report(stages, reports, out_file, params_file=params_file)
+            result = build_report(stages, reports, out_file, params_file=params_file_for(params_file))
         except DatakitError as exc:
             raise _fail(exc) from None
         for line in result["absent"]:
