@@ -160,6 +160,17 @@ class DedupParams(_Model):
     gallery_groups: int = Field(40, ge=0, le=10_000, description="largest groups shown in the HTML gallery")
 
 
+# The splits train and evaluate read (the values of a manifest's `split` column): the only keys
+# split.ratios and split.counts may hold. Core, so that validating params.yaml imports no stage.
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def unknown_split_names(names: Iterable[object]) -> list[str]:
+    """One line per name that is not a split datakit reads (`validation` -> did you mean val?)."""
+    return [unknown_key_message(name, SPLIT_NAMES, "split") for name in names
+            if isinstance(name, str) and name and name not in SPLIT_NAMES]
+
+
 class SplitParams(_Model):
     """`split:` in params.yaml: leakage-safe stratified splits that stay stable across versions."""
 
@@ -173,8 +184,6 @@ class SplitParams(_Model):
     @field_validator("ratios", "counts")
     @classmethod
     def _split_names(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        from datakit.split import unknown_split_names
-
         bad = unknown_split_names(v or {})
         if bad:
             raise ValueError("; ".join(bad) + " (train and evaluate read only these)")

@@ -141,8 +141,8 @@ def test_a_section_that_is_not_a_mapping_names_itself_and_an_empty_one_means_def
 # free-form mapping must be added here with the place that checks its keys.
 FREE_FORM = {
     "scrape.providers.*.options": "each provider checks its own option names (unknown option(s) ...; allowed: ...)",
-    "split.ratios": "split names, checked by unknown_split_names",
-    "split.counts": "split names, checked by unknown_split_names",
+    "split.ratios": "split names, checked by params.unknown_split_names",
+    "split.counts": "split names, checked by params.unknown_split_names",
     "augment.transforms": "albumentations arguments, checked against the transform's signature",
     "balance.target": "class labels of the manifest",
 }
