@@ -24,7 +24,6 @@ from hypothesis import strategies as st
 
 from datakit.errors import ParamsError, ProviderError
 from datakit.scrape.providers import REGISTRY, get_provider
-from datakit.scrape.providers._common import page_window, strip_html
 from datakit.scrape.providers.base import (
     ApiResponse,
     Hit,
@@ -34,6 +33,7 @@ from datakit.scrape.providers.base import (
     TransientProviderError,
 )
 from datakit.scrape.providers.flickr import LICENSES
+from datakit.scrape.providers.shared import page_window, strip_html
 from tests.fixtures.servers import ProviderServer
 
 pytestmark = pytest.mark.timeout(30)

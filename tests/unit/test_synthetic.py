@@ -18,13 +18,12 @@ from PIL import Image
 from datakit.errors import ParamsError
 from datakit.scrape.providers.base import Hit, ProviderSettings, Query
 from datakit.scrape.providers.synthetic import (
-    DEFAULT_OPTIONS,
     QueryKey,
     ResultTruth,
-    SyntheticOptions,
     SyntheticProvider,
     result_count,
 )
+from datakit.scrape.providers.synthetic_options import DEFAULT_OPTIONS, SyntheticOptions
 from datakit.scrape.synthetic_render import (
     ATTRIBUTES,
     ITEMS,

@@ -10,7 +10,16 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from datakit.errors import ParamsError, ProviderError
-from datakit.scrape.providers._common import (
+from datakit.scrape.providers.base import (
+    ApiResponse,
+    Hit,
+    Page,
+    Provider,
+    ProviderSettings,
+    Query,
+    SearchHttp,
+)
+from datakit.scrape.providers.shared import (
     as_int,
     as_str,
     header,
@@ -21,15 +30,6 @@ from datakit.scrape.providers._common import (
     redact,
     route,
     unexpected,
-)
-from datakit.scrape.providers.base import (
-    ApiResponse,
-    Hit,
-    Page,
-    Provider,
-    ProviderSettings,
-    Query,
-    SearchHttp,
 )
 
 _OPTIONS = ("safesearch", "country", "search_lang", "spellcheck")

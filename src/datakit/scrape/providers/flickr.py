@@ -13,17 +13,6 @@ import json
 from typing import Any, ClassVar
 
 from datakit.errors import ParamsError, ProviderError
-from datakit.scrape.providers._common import (
-    as_int,
-    as_str,
-    looks_like_html,
-    mime_for,
-    page_window,
-    rate_limited,
-    redact,
-    route,
-    unexpected,
-)
 from datakit.scrape.providers.base import (
     ApiResponse,
     Hit,
@@ -33,6 +22,17 @@ from datakit.scrape.providers.base import (
     Query,
     SearchHttp,
     TransientProviderError,
+)
+from datakit.scrape.providers.shared import (
+    as_int,
+    as_str,
+    looks_like_html,
+    mime_for,
+    page_window,
+    rate_limited,
+    redact,
+    route,
+    unexpected,
 )
 
 _KEY_VAR = "FLICKR_API_KEY"

@@ -11,7 +11,16 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from datakit.errors import ParamsError, ProviderError
-from datakit.scrape.providers._common import (
+from datakit.scrape.providers.base import (
+    ApiResponse,
+    Hit,
+    Page,
+    Provider,
+    ProviderSettings,
+    Query,
+    SearchHttp,
+)
+from datakit.scrape.providers.shared import (
     as_int,
     as_str,
     json_body,
@@ -22,15 +31,6 @@ from datakit.scrape.providers._common import (
     rate_limited,
     route,
     unexpected,
-)
-from datakit.scrape.providers.base import (
-    ApiResponse,
-    Hit,
-    Page,
-    Provider,
-    ProviderSettings,
-    Query,
-    SearchHttp,
 )
 
 _OPTIONS = ("license_type", "license", "mature", "extension", "source")

@@ -51,7 +51,6 @@ from __future__ import annotations
 import asyncio
 import html
 import io
-import math
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -61,29 +60,16 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from datakit.errors import ParamsError
 from datakit.scrape.providers.base import Hit, Page, Provider, ProviderSettings, Query, SearchHttp
+from datakit.scrape.providers.synthetic_options import MIME_BY_FORMAT, SHARES, SyntheticOptions
 from datakit.scrape.synthetic_render import ATTRIBUTES, ITEMS, GarmentTruth, derive_seed, render
 
 LICENSE = "cc0"
 LICENSE_URL = "https://creativecommons.org/publicdomain/zero/1.0/"
 CREATOR = "datakit synthetic"
 
-MIME_BY_FORMAT: dict[str, str] = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 _PIL_FORMAT: dict[str, str] = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
 
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "exact_dup": 0.05,
-    "near_dup": 0.10,
-    "cross_query": 0.03,
-    "broken": 0.03,
-    "min_fraction": 0.55,
-    "size": 320,
-    "formats": {"jpeg": 0.85, "png": 0.10, "webp": 0.05},
-}
-"""Option keys accepted in `settings.options`, with their defaults."""
-
-_SHARES = ("exact_dup", "near_dup", "cross_query", "broken")
 _BROKEN_KINDS: dict[str, float] = {"truncated": 0.4, "empty": 0.2, "html": 0.2, "random": 0.2}
 
 _ITEM_WORDS: dict[str, str] = {
@@ -101,83 +87,6 @@ _ATTRIBUTE_WORDS: dict[str, str] = {
     "dotted": "dotted", "dots": "dotted", "dot": "dotted", "polka": "dotted",
     "leopard": "leopard",
 }
-
-
-# --------------------------------------------------------------------------------------------
-# options
-
-
-@dataclass(frozen=True)
-class SyntheticOptions:
-    """Validated provider options (see the module docstring for their meaning)."""
-
-    exact_dup: float = 0.05
-    near_dup: float = 0.10
-    cross_query: float = 0.03
-    broken: float = 0.03
-    min_fraction: float = 0.55
-    size: int = 320
-    formats: tuple[tuple[str, float], ...] = (("jpeg", 0.85), ("png", 0.10), ("webp", 0.05))
-
-    @classmethod
-    def parse(cls, options: Mapping[str, Any] | None) -> SyntheticOptions:
-        """Validate `settings.options` and fill in defaults.
-
-        Args:
-            options: the provider's options mapping (may be None or empty).
-
-        Returns:
-            The validated options.
-
-        Raises:
-            ParamsError: an unknown key or a bad value; the message names the key.
-        """
-        where = "scrape.providers.synthetic.options"
-        options = dict(options or {})
-        allowed = ", ".join(sorted(DEFAULT_OPTIONS))
-        for key in options:
-            if key not in DEFAULT_OPTIONS:
-                raise ParamsError(f"{where}: unknown key {key!r} (allowed: {allowed})")
-        values: dict[str, Any] = {}
-        for key in _SHARES + ("min_fraction",):
-            value = options.get(key, DEFAULT_OPTIONS[key])
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ParamsError(f"{where}.{key}: expected a number between 0 and 1, got {value!r}")
-            low_ok = value > 0 if key == "min_fraction" else value >= 0
-            if not low_ok or value > 1:
-                bound = "0 < x <= 1" if key == "min_fraction" else "0 <= x <= 1"
-                raise ParamsError(f"{where}.{key}: expected {bound}, got {value!r}")
-            values[key] = float(value)
-        total = sum(values[k] for k in _SHARES)
-        if total > 0.9:
-            raise ParamsError(
-                f"{where}: exact_dup + near_dup + cross_query + broken must be <= 0.9, got {total:g}"
-            )
-        size = options.get("size", DEFAULT_OPTIONS["size"])
-        if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= 4096:
-            raise ParamsError(f"{where}.size: expected an integer between 16 and 4096, got {size!r}")
-        formats = options.get("formats", DEFAULT_OPTIONS["formats"])
-        if not isinstance(formats, Mapping) or not formats:
-            raise ParamsError(
-                f"{where}.formats: expected a mapping of format to weight with keys among "
-                f"{', '.join(MIME_BY_FORMAT)}, got {formats!r}"
-            )
-        weights: list[tuple[str, float]] = []
-        for name, weight in formats.items():
-            fmt = str(name).lower()
-            fmt = "jpeg" if fmt == "jpg" else fmt
-            if fmt not in MIME_BY_FORMAT:
-                raise ParamsError(
-                    f"{where}.formats: unknown format {name!r} (allowed: {', '.join(MIME_BY_FORMAT)})"
-                )
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (
-                math.isfinite(weight) and weight >= 0
-            ):
-                raise ParamsError(f"{where}.formats.{name}: expected a weight >= 0, got {weight!r}")
-            weights.append((fmt, float(weight)))
-        if sum(w for _, w in weights) <= 0:
-            raise ParamsError(f"{where}.formats: at least one weight must be > 0")
-        return cls(size=size, formats=tuple(weights), **values)
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,14 +215,14 @@ def _layout(key: QueryKey, want: int, seed: int, opts: SyntheticOptions,
             cross_possible: bool) -> list[str]:
     """Kinds of the results in rank order (rank 1 first, always an original)."""
     total = result_count(key, want, seed, opts)
-    counts = {k: int(getattr(opts, k) * total + 0.5) for k in _SHARES}
+    counts = {k: int(getattr(opts, k) * total + 0.5) for k in SHARES}
     if not cross_possible:
         counts["cross_query"] = 0
     for k in ("cross_query", "near_dup", "exact_dup", "broken"):  # keep at least one original
         excess = sum(counts.values()) - (total - 1)
         if excess > 0:
             counts[k] -= min(counts[k], excess)
-    kinds = [k for k in _SHARES for _ in range(counts[k])]
+    kinds = [k for k in SHARES for _ in range(counts[k])]
     kinds += ["original"] * (total - len(kinds))
     rng = np.random.default_rng(derive_seed("synthetic-layout", seed, *key.parts(), total))
     order = [kinds[int(i)] for i in rng.permutation(total)]

@@ -13,7 +13,17 @@ import re
 from typing import Any, ClassVar
 
 from datakit.errors import ParamsError, ProviderError
-from datakit.scrape.providers._common import (
+from datakit.scrape.providers.base import (
+    ApiResponse,
+    Hit,
+    Page,
+    Provider,
+    ProviderSettings,
+    Query,
+    SearchHttp,
+    TransientProviderError,
+)
+from datakit.scrape.providers.shared import (
     as_int,
     as_str,
     header,
@@ -25,16 +35,6 @@ from datakit.scrape.providers._common import (
     snippet,
     strip_html,
     unexpected,
-)
-from datakit.scrape.providers.base import (
-    ApiResponse,
-    Hit,
-    Page,
-    Provider,
-    ProviderSettings,
-    Query,
-    SearchHttp,
-    TransientProviderError,
 )
 
 _META_KEYS = (
