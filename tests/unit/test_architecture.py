@@ -198,3 +198,49 @@ def test_checker_deps_rule(tmp_path) -> None:
     # stage is core and reached by every stage: exempt; augment is reached by one: listed.
     needed = {sd.stage.name: sd.needed for sd in archcheck.stage_deps(g, [dvc])}
     assert needed == {"balance": ["augment.py", "balance"], "split": ["augment.py", "split.py"]}
+
+
+def test_write_deps_sets_what_the_rule_asks_and_keeps_the_rest(tmp_path) -> None:
+    src = _tree(tmp_path, {**FAKE, "palettes/basic.csv": "name,r,g,b\n"})
+    g = archcheck.build(src)
+    dvc = tmp_path / "dvc.yaml"
+    dvc.write_text(textwrap.dedent("""\
+        # a comment that stays
+        vars:
+          - src: src/datakit
+        stages:
+          balance:  # and this one
+            cmd: datakit balance data/split --out data/balance
+            deps:
+              - data/split
+              - ${src}/balance
+              - ${src}/palettes
+            outs: [data/balance]
+          split:
+            cmd: datakit split data/dedup --params params.yaml --out data/split
+            deps: [data/dedup, "${src}/split.py", "${src}/dedup", "${src}/gone.py"]
+        """))
+    assert archcheck.deps_problems(g, [dvc])
+    dvc.write_text(archcheck.rewritten_deps(g, dvc))
+    text = dvc.read_text()
+    assert "# a comment that stays" in text and "balance:  # and this one" in text and "outs: [data/balance]" in text
+    assert 'deps: [data/split, "${src}/palettes", "${src}/augment.py", "${src}/balance"]' in text
+    assert 'deps: [data/dedup, "${src}/augment.py", "${src}/split.py"]' in text
+    assert archcheck.deps_problems(g, [dvc]) == []
+
+
+def test_a_group_command_runs_its_default_subcommand_only(tmp_path) -> None:
+    """`datakit dedup INPUT` is the group's `run`; `dedup calibrate`'s imports are not its deps."""
+    src = _tree(tmp_path, {**FAKE, "cli/dedup.py": """\
+        from datakit.cli.app import app
+
+        @app.command("run")
+        def dedup_run():
+            from datakit.dedup import hashing
+
+        @app.command("calibrate")
+        def calibrate():
+            from datakit.augment import apply
+        """})
+    mods = archcheck.reached(archcheck.build(src), "dedup")
+    assert "datakit.dedup.hashing" in mods and "datakit.augment" not in mods
