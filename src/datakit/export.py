@@ -16,6 +16,12 @@ Each split is built complete in a hidden temp folder inside ``out`` and renamed 
 killed export leaves the previous version of a split or the new one, never half of either.
 ``out/.datakit/export.json`` records which split folders datakit wrote; only those are ever
 replaced or removed, so pointing ``out`` at a folder that holds other data cannot delete it.
+
+Stage shape: `run(manifest, ExportParams, ctx) -> StageResult` (the split folders in `files`,
+the `ExportReport` in `extra`); `export_manifest` reads a split folder with `stage.load_input`
+(paths relative to the folder or, for older manifests, to the project root) and runs it. An
+export writes no manifest of its own: its output is the folder layout other tools read. Which
+rows count as kept is `stage.kept` (a row whose `keep` is missing is not exported).
 """
 
 from __future__ import annotations
@@ -34,10 +40,13 @@ from pathlib import Path
 from typing import Literal
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from datakit.errors import ManifestError, ParamsError, StoreError
 from datakit.fsutil import atomic_write_text, check_no_symlink, folder_lock, fsync_dir
-from datakit.manifest import IMAGE_ID, LABEL, PATH, PathGuard, check_labels, find_project_root, read_manifest, resolve
+from datakit.manifest import IMAGE_ID, LABEL, PATH, PathGuard, check_labels, resolve
+from datakit.stage import SPLIT as SPLIT_KIND
+from datakit.stage import StageContext, StageResult, kept, load_input
 
 Layout = Literal["imagefolder", "hf"]
 LinkMode = Literal["hardlink", "copy", "symlink"]
@@ -56,7 +65,7 @@ _TMP_SUFFIX = ".tmp"
 
 # Skip reasons (rows that are in the manifest but not in the export).
 SKIP_REASONS: dict[str, str] = {
-    "dropped": "keep is False (dedup dropped the row)",
+    "dropped": "keep is False or missing (dedup dropped the row, or no stage kept it)",
     "no_split": "the split column is empty (the row was not placed in any split)",
     "not_selected": "its split was not among the requested splits",
     "no_label": "the label is empty (imagefolder needs a class folder)",
@@ -321,8 +330,7 @@ def export(
 
     # Which rows are exported; every other row is counted under one reason.
     skip = pd.Series([None] * len(df), dtype="object")
-    if KEEP in df.columns:
-        skip[df[KEEP].astype("object").eq(False).to_numpy(dtype=bool)] = "dropped"  # null keep = kept
+    skip[(~kept(df)).to_numpy(dtype=bool)] = "dropped"  # the one kept-rows rule
     split_col = df[SPLIT].astype("object")
     no_split = split_col.isna() | (split_col.astype(str).str.strip() == "")
     skip[(skip.isna() & no_split).to_numpy()] = "no_split"
@@ -432,6 +440,39 @@ def _check_rows(rows: pd.DataFrame, root: Path, out: Path) -> None:
         )
 
 
+class ExportParams(BaseModel):
+    """How a split is laid out (the command's options; export has no params.yaml section)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    layout: Layout = "imagefolder"
+    link: LinkMode = "hardlink"
+    splits: list[str] | None = None  # None: every split in the manifest
+
+
+def export_params(**values: object) -> ExportParams:
+    """`ExportParams` from option values (None: the default); a bad value is one ParamsError
+    naming the option and what is allowed."""
+    given = {k: v for k, v in values.items() if v is not None}
+    for key, allowed in (("layout", LAYOUTS), ("link", LINK_MODES)):
+        if key in given and given[key] not in allowed:
+            raise ParamsError(f"export {key} must be one of {', '.join(allowed)}, not {given[key]!r}")
+    try:
+        return ExportParams(**given)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ParamsError(f"export: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
+
+
+def run(manifest: pd.DataFrame, params: ExportParams, ctx: StageContext) -> StageResult:
+    """Export a split manifest (`path` relative to `ctx.root`) into `ctx.out`. The result's
+    manifest is the input (export writes none), `files` the split folders written and
+    `extra["export"]` the `ExportReport`."""
+    if ctx.out is None:
+        raise ParamsError("export needs an output folder (--out DIR)")
+    rep = export(manifest, ctx.root, ctx.out, layout=params.layout, link=params.link, splits=params.splits)
+    return StageResult(manifest, rep.to_dict(), files={s: rep.out / s for s in rep.counts}, extra={"export": rep})
+
+
 def export_manifest(
     manifest: Path,
     out: Path,
@@ -441,8 +482,9 @@ def export_manifest(
     link: LinkMode = "hardlink",
     splits: Sequence[str] | None = None,
 ) -> ExportReport:
-    """Read and validate a split manifest (file or folder) and export it (the CLI's entry)."""
-    manifest = Path(manifest)
-    base = root or find_project_root(manifest if manifest.is_dir() else manifest.parent)
-    df = read_manifest(manifest, required=REQUIRED, check_files=False, root=base)
-    return export(df, base, out, layout=layout, link=link, splits=splits)
+    """Read a split folder (or manifest file) with `stage.load_input` and export it (the CLI's
+    entry). Files are checked for the rows exported only (a dropped row's file may be gone)."""
+    inp = load_input(Path(manifest), needs=(SPLIT_KIND,), required=REQUIRED, check_files=False, root=root)
+    params = export_params(layout=layout, link=link, splits=list(splits) if splits is not None else None)
+    result = run(inp.manifest, params, StageContext(root=inp.root, out=Path(out), input=inp.folder))
+    return result.extra["export"]

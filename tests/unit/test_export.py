@@ -230,3 +230,43 @@ def test_bad_manifest_rows(tmp_path: Path) -> None:
     assert "outside the project root" in msg and "nope.jpg" in msg and "unusable as a file name" in msg
     with pytest.raises(ParamsError, match="holds source images"):
         export(df, root, root / "images")
+
+
+def test_a_row_whose_keep_is_missing_is_not_exported(tmp_path: Path) -> None:  # stage.kept: no decision is not a yes
+    root, df = _project(tmp_path)
+    df["keep"] = df["keep"].astype("object")
+    df.loc[0, "keep"] = None  # a1, train
+    rep = export(df, root, tmp_path / "o")
+    assert rep.skipped["dropped"] == 2 and rep.total == 5
+    assert not (tmp_path / "o" / "train" / "cat" / "a1.jpg").exists()
+
+
+def test_export_manifest_reads_a_moved_folder_relative_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from datakit.manifest import write_stage_manifest
+
+    root, df = _project(tmp_path)
+    write_stage_manifest(df, root / "split" / "manifest.parquet", root)  # paths stored as ../images/...
+    other = tmp_path / "other"
+    (other / ".git").mkdir(parents=True)  # moved into another project, at a depth: its root is `other`
+    moved = other / "sub" / "proj"
+    shutil.move(str(root), str(moved))
+    shutil.rmtree(moved / ".git")
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    rep = export_manifest(moved / "split", tmp_path / "o", link="copy")
+    assert rep.total == 6
+    exported = tmp_path / "o" / "train" / "cat" / "a2.png"
+    assert exported.read_bytes() == (moved / "images" / "a2" / "a2.png").read_bytes()
+
+
+def test_export_of_a_folder_without_a_split_names_the_stage_to_run(tmp_path: Path) -> None:
+    root, df = _project(tmp_path)
+    write_table(df.drop(columns=["split"]), root / "split" / "manifest.parquet")
+    with pytest.raises(ManifestError, match=r"has no train/val/test split .*run `datakit split"):
+        export_manifest(root / "split", tmp_path / "o")
+    write_table(df, root / "split" / "manifest.parquet")
+    with pytest.raises(ParamsError, match="export layout must be one of imagefolder, hf, not 'tree'"):
+        export_manifest(root / "split", tmp_path / "o", layout="tree")  # type: ignore[arg-type]

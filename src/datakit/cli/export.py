@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from datakit.cli.app import app
+from datakit.cli.common import input_argument, out_option
 from datakit.console import fail as _fail
 from datakit.console import out
 from datakit.errors import DatakitError
@@ -20,16 +21,17 @@ from datakit.errors import DatakitError
     )
 )
 def export(
-    input_dir: Annotated[Path, typer.Argument(metavar="INPUT", help="A split folder (manifest.parquet with a split column).", exists=True)],
-    out_dir: Annotated[Path, typer.Option("--out", help="Where to write the class folders.", file_okay=False)],
+    input_dir: Annotated[Path, input_argument("A split folder (manifest.parquet with a split column).")],
+    out_dir: Annotated[Path, out_option("the class folders (OUT/<split>/...).")],
     layout: Annotated[str, typer.Option(help="imagefolder: OUT/<split>/<label>/<file>; hf: OUT/<split>/<file> + metadata.csv.")] = "imagefolder",
     link: Annotated[str, typer.Option(help="hardlink (default; shares storage with the store, so never edit exported files), copy or symlink.")] = "hardlink",
     splits: Annotated[Optional[list[str]], typer.Option("--split", help="Only these splits (repeatable).")] = None,
 ) -> None:
     """Write a split as class folders (torchvision ImageFolder, Keras, fastai, Hugging Face).
 
-    Rows with keep=False or no split are skipped and counted. Each split folder is rebuilt beside
-    the old one and swapped in, so a killed export never leaves half a folder."""
+    Rows not kept (keep False or missing) or with no split are skipped and counted. Each split
+    folder is rebuilt beside the old one and swapped in, so a killed export never leaves half a
+    folder."""
     from datakit.export import export_manifest
 
     try:
