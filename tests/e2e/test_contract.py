@@ -20,6 +20,8 @@ pytestmark = pytest.mark.timeout(120)
 
 PIPELINE = ("scrape", "embed", "dedup", "split", "audit", "augment", "balance", "train", "evaluate", "predict",
             "report", "colors", "export", "verify")
+# Every command takes --params and --report (the same help text); all but these take an --out folder.
+WITH_PARAMS_AND_REPORT = PIPELINE
 NO_OUT_FOLDER = {"audit", "verify", "report", "predict"}  # a gate, a check, a page, a CSV of predictions
 
 
@@ -60,6 +62,17 @@ def test_a_misspelt_section_is_one_line_naming_it_and_the_closest(tmp_path) -> N
     assert len(lines) == 1, lines
     assert "'dedupe'" in lines[0] and "did you mean dedup?" in lines[0], lines
     assert not (tmp_path / "data" / "scrape" / "manifest.parquet").exists()
+
+
+def test_settings_for_an_unknown_provider_are_refused(tmp_path) -> None:  # CFG-06 one level down
+    """`scrape.providers` is keyed by provider name: a misspelt name would leave its settings
+    unused without a word."""
+    params = write_params(tmp_path, per_query=2, providers={"synthetc": {"options": {}}})
+    res = datakit("scrape", "--provider", "synthetic", "--params", params, "--out", "data/scrape", cwd=tmp_path)
+    assert res.returncode != 0, res.stdout
+    lines = _lines(res)
+    assert len(lines) == 1 and "scrape.providers" in lines[0] and "synthetc" in lines[0], lines
+    assert "did you mean synthetic?" in lines[0], lines
 
 
 def test_split_of_a_folder_never_deduplicated_says_to_run_dedup_first(project, tmp_path) -> None:
@@ -132,7 +145,7 @@ def test_every_stage_command_shares_params_out_and_report() -> None:
     helps: dict[str, dict[str, str]] = {"--params": {}, "--report": {}}
     for name in PIPELINE:
         cmd = commands[name]
-        for flag in ("--params", "--report"):
+        for flag in ("--params", "--report") if name in WITH_PARAMS_AND_REPORT else ():
             opt = _option(cmd, flag)
             if opt is None:
                 problems.append(f"datakit {name}: no {flag}")
