@@ -45,6 +45,7 @@ lint: venv
 
 # The src deps each dvc.yaml stage should list (what its command can import, from the source
 # text), then every architecture rule: families, private names, module size, deps.
+# `$(BIN)/python -m datakit.archcheck --write-deps` sets the deps in both dvc.yaml files.
 deps: venv
 	$(BIN)/python -m datakit.archcheck --deps
 	$(BIN)/python -m datakit.archcheck
