@@ -244,3 +244,11 @@ def test_a_group_command_runs_its_default_subcommand_only(tmp_path) -> None:
         """})
     mods = archcheck.reached(archcheck.build(src), "dedup")
     assert "datakit.dedup.hashing" in mods and "datakit.augment" not in mods
+
+
+def test_a_stage_whose_command_is_not_found_is_named(tmp_path) -> None:
+    g = archcheck.build(_tree(tmp_path, FAKE))
+    dvc = tmp_path / "dvc.yaml"
+    dvc.write_text('stages:\n  x:\n    cmd: datakit nosuch data/a --out data/b\n    deps: [data/a]\n')
+    assert archcheck.deps_problems(g, [dvc]) == [f"{dvc}: stage x: no cli module defines `datakit nosuch`"]
+    assert archcheck.rewritten_deps(g, dvc) == dvc.read_text()

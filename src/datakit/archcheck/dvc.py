@@ -133,12 +133,13 @@ class StageDeps:
     needed: list[str]  # dep paths relative to the package, sorted
     missing: list[str]  # modules reached but not covered by a listed dep
     stale: list[str]  # listed src deps that do not exist or cover no module the command runs
+    error: str | None = None  # the command is not found in cli/
 
 
 def shared_core(graph: Graph, commands: Iterable[str]) -> set[str]:
     """Core modules every one of `commands` runs: exempt from the deps rule (every stage depends
     on them alike; listing them everywhere would only make every edit re-run every stage)."""
-    sets = [{m for m in reached(graph, c) if family(m) == "core"} for c in commands]
+    sets = [{m for m in mods if family(m) == "core"} for c in commands if (mods := _reached(graph, c)) is not None]
     return set.intersection(*sets) if sets else set()
 
 
@@ -155,7 +156,10 @@ def stage_deps(graph: Graph, dvc_files: Iterable[Path]) -> list[StageDeps]:
     exempt = shared_core(graph, {s.command for s in stages})
     out = []
     for st in stages:
-        mods = reached(graph, st.command)
+        mods = _reached(graph, st.command)
+        if mods is None:
+            out.append(StageDeps(st, [], [], [], f"no cli module defines `datakit {st.command}`"))
+            continue
         required = sorted(m for m in mods if family(m) != ROOT and m not in exempt)
         needed = sorted({dep_path(graph, m) for m in required})
         missing = [m for m in required
@@ -172,6 +176,13 @@ def stage_deps(graph: Graph, dvc_files: Iterable[Path]) -> list[StageDeps]:
     return out
 
 
+def _reached(graph: Graph, command: str) -> set[str] | None:
+    try:
+        return reached(graph, command)
+    except LookupError:
+        return None
+
+
 def _by_dep(graph: Graph, modules: Iterable[str]) -> dict[str, list[str]]:
     grouped: dict[str, list[str]] = {}
     for m in modules:
@@ -183,6 +194,8 @@ def deps_problems(graph: Graph, dvc_files: Iterable[Path]) -> list[str]:
     bad = []
     for sd in stage_deps(graph, dvc_files):
         where = shown_path(sd.stage.file)
+        if sd.error:
+            bad.append(f"{where}: stage {sd.stage.name}: {sd.error}")
         for dep, mods in _by_dep(graph, sd.missing).items():
             bad.append(f"{where}: stage {sd.stage.name}: `datakit {sd.stage.command}` runs "
                        f"{', '.join(graph.relpath(m) for m in mods)}: list ${{src}}/{dep} in its deps")
@@ -216,7 +229,7 @@ def print_deps(src: Path = SRC, dvc_files: Iterable[Path] | None = None) -> None
         listed = "" if not (sd.missing or sd.stale) else "   # now lacks: " + ", ".join(
             _by_dep(graph, sd.missing)) + "".join(f"; stale: {s}" for s in sd.stale)
         deps = ", ".join(f'"${{src}}/{d}"' for d in sd.needed)
-        print(f"  {sd.stage.name} (datakit {sd.stage.command}): [{deps}]{listed}")
+        print(f"  {sd.stage.name} (datakit {sd.stage.command}): " + (sd.error or f"[{deps}]{listed}"))
 
 
 def rewritten_deps(graph: Graph, dvc_file: Path) -> str:
@@ -238,7 +251,7 @@ def rewritten_deps(graph: Graph, dvc_file: Path) -> str:
         if head:
             current = head.group(1)
         deps = re.match(r"^(\s+)deps:(.*)$", line)
-        if deps and current in stages:
+        if deps and current in stages and not stages[current].error:
             sd = stages[current]
             i += 1
             if not deps.group(2).strip():  # block style: drop the `- x` lines that follow
