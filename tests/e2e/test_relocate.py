@@ -28,7 +28,7 @@ def _run(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
 def scraped(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("relocate")
     (tmp / "project" / ".git").mkdir(parents=True)  # the project root the manifest paths were made against
-    params = write_params(tmp / "project", per_query=4)
+    params = write_params(tmp / "project", per_query=17)  # 17: every kind of messy result (near copies: dedup groups)
     res = invoke("scrape", "--provider", "synthetic", "--params", params, "--out", tmp / "project" / "data" / "scrape",
                  "--report", tmp / "project" / "reports" / "scrape.json")
     assert res.exit_code == 0, res.output
@@ -50,7 +50,7 @@ def test_the_manifest_stores_paths_relative_to_its_folder(scraped: Path) -> None
 def test_a_copied_folder_verifies_against_its_own_files(scraped: Path, tmp_path: Path) -> None:
     copy = tmp_path / "elsewhere" / "scrape2"
     copy.parent.mkdir()
-    subprocess.run(["cp", "-r", str(scraped), str(copy)], check=True)
+    subprocess.run([shutil.which("cp") or "/bin/cp", "-r", str(scraped), str(copy)], check=True)  # as the issue did
     n = len(manifest(scraped))
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
@@ -95,6 +95,14 @@ def test_dedup_reads_a_copied_folder_from_another_cwd(scraped: Path, tmp_path: P
     files = [root / p for p in df["path"]]
     assert all(f.is_file() and copy in f.parents for f in files)  # the copy's images, not the original's
 
+    # the report reads the moved folders through the stage loader: the duplicate gallery shows the copy's images
+    from datakit.report import build_report
+
+    page = tmp_path / "report.html"
+    result = build_report({"scrape": copy, "dedup": out}, None, page)
+    assert result["sections"]["duplicates"] and result["duplicates"]["largest_shown"] > 0
+    assert result["thumbnails"] > 0 and ">unreadable<" not in page.read_text()
+
 
 def test_an_old_format_scrape_folder_still_verifies_and_resumes(scraped: Path, tmp_path: Path) -> None:
     project = tmp_path / "old"
@@ -109,7 +117,7 @@ def test_an_old_format_scrape_folder_still_verifies_and_resumes(scraped: Path, t
     (folder / ".datakit" / "journal.jsonl").write_text("")  # lost journal: resume takes results back from the tables
     for extra in folder.glob(".datakit/journal-*.jsonl"):
         extra.unlink()
-    params = write_params(project, per_query=4)
+    params = write_params(project, per_query=17)
     res = invoke("scrape", "--provider", "synthetic", "--params", params, "--out", folder, "--report", project / "r.json")
     assert res.exit_code == 0, res.output
     assert "taken back from" in res.output or len(manifest(folder)) == len(df)
