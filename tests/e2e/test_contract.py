@@ -99,9 +99,8 @@ def test_a_moved_project_folder_still_works(project, tmp_path) -> None:
         res = datakit("split", moved / "dedup", "--params", project / "params.yaml", "--out", moved / "split",
                       "--report", other / "split.json", cwd=other)
         assert res.returncode == 0, res.stdout + res.stderr
-        for stage in ("dedup", "split"):
-            res = datakit("verify", moved / stage, cwd=other)
-            assert res.returncode == 0, f"verify {stage}: " + res.stdout + res.stderr
+        res = datakit("verify", moved / "split", cwd=other)
+        assert res.returncode == 0, res.stdout + res.stderr
         # and relative to the copy's own parent, as a DVC checkout elsewhere would run it
         res = datakit("verify", "data/split", cwd=moved.parent)
         assert res.returncode == 0, res.stdout + res.stderr
