@@ -8,8 +8,8 @@ head removed, stored as a table keyed by `image_id`:
 |---|---|
 | `OUT/embeddings.parquet` | `image_id` (string), `embedding` (fixed-size list of float32, width `dim`), manifest order |
 | `OUT/embed.json` | backbone, pretrained, weights, dim, preprocess recipe, seed, torch version, fingerprint |
-| `OUT/manifest.parquet` | the input manifest, unchanged (so later stages can take this folder as INPUT) |
-| `OUT/failures.parquet` | rows whose image could not be read, with the reason |
+| `OUT/manifest.parquet` | the input manifest, unchanged but for `path` stored relative to OUT (so later stages can take this folder as INPUT) |
+| `OUT/failures.parquet` | rows whose image could not be read, with the reason code (stage `embed`) |
 
 Used by `balance.strategy: smote` (synthetic embedding rows), by the linear-probe trainer, and
 by dedup and audit, whose candidate pairs include each image's nearest neighbours by cosine
@@ -37,7 +37,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +47,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from datakit.errors import DatakitError, ManifestError, ParamsError
 from datakit.fsutil import atomic_write_text
-from datakit.vectors import EMBEDDINGS, META, lookup, read_embeddings, table_schema, to_table, write_embeddings  # noqa: F401
+from datakit.stage import StageContext, StageResult, as_rows, kept
+from datakit.vectors import EMBEDDINGS, META, read_embeddings, write_embeddings
 
 KEY = "embed"
+STAGE = "embed"
 PARTS = ".parts"
 
 
@@ -290,31 +292,29 @@ def _cluster_batches(ex: Any, paths: list[str], params: EmbedParams, pre: dict[s
         ex.close()
 
 
-def run(
-    df: pd.DataFrame,
-    params: EmbedParams,
-    *,
-    root: Path,
-    out_dir: Path,
-    reuse: Iterable[Path] = (),
-    failures: list[dict[str, Any]] | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
-    part_seconds: float = 30.0,
-) -> dict[str, Any]:
-    """Embed the manifest's images into `out_dir/embeddings.parquet`; returns the report.
+def run(manifest: pd.DataFrame, params: EmbedParams, ctx: StageContext, *, reuse: Iterable[Path] = (),
+        part_seconds: float = 30.0) -> StageResult:
+    """Embed the manifest's images into `ctx.out/embeddings.parquet` (+ embed.json).
 
-    `progress(phase, done, total)` is called as batches finish. `failures` receives one dict per
-    unreadable image (image_id, label, reason, detail); such rows get no vector."""
+    The result's manifest is the input's, unchanged (so later stages can take this folder as
+    INPUT); its failures are the images that could not be read (reason codes), which get no
+    vector; `files` names the table and its metadata. Progress: phase `embed`, advanced as
+    batches finish. `reuse`: earlier embed folders or tables whose vectors (same fingerprint)
+    are taken as they are. Parts are flushed every `part_seconds` (a killed run resumes)."""
     import torch
 
     from datakit.models import pick_device, preprocess_for
 
+    if ctx.out is None:
+        raise DatakitError("embed: give it an output folder (--out) for embeddings.parquet")
     t0 = time.monotonic()
-    out_dir = Path(out_dir)
-    failed = failures if failures is not None else []
-    rows = df
-    if params.rows == "kept" and "keep" in df.columns:
-        rows = df[df["keep"].fillna(False).astype(bool)]
+    out_dir = Path(ctx.out)
+    root = ctx.root
+    progress = ctx.progress
+    failed: list[dict[str, Any]] = []
+    rows = manifest
+    if params.rows == "kept":
+        rows = rows[kept(rows)]
     rows = rows[rows["path"].map(lambda p: isinstance(p, str) and p != "")]
     ids = rows["image_id"].astype(str).tolist()
     paths = rows["path"].astype(str).tolist()
@@ -361,11 +361,12 @@ def run(
                 buf_ids, buf_x = [], []
             last = time.monotonic()
 
-        done = 0
+        progress.start(STAGE, len(todo))
         for pos, vec, bad, seconds in batches:
             for j, reason, detail in bad:
                 k = todo[j]
-                failed.append({"image_id": ids[k], "label": labels[k], "path": paths[k], "reason": reason, "detail": detail})
+                failed.append({"image_id": ids[k], "path": paths[k], "label": labels[k], "stage": STAGE,
+                               "reason": reason, "detail": detail})
             if vec is not None:
                 t_model += seconds
                 dim = vec.shape[1]
@@ -375,9 +376,7 @@ def run(
                 buf_ids += new_ids
                 buf_x.append(vec)
                 n_new += len(new_ids)
-            done += len(pos) + len(bad)
-            if progress:
-                progress("embed", done, len(todo))
+            progress.advance(STAGE, len(pos) + len(bad))
             if time.monotonic() - last >= part_seconds:
                 flush()
         flush()
@@ -401,7 +400,7 @@ def run(
             f.unlink()
         parts_dir.rmdir()
     seconds = time.monotonic() - t0
-    return {
+    report = {
         **{k: meta[k] for k in ("backbone", "pretrained", "weights", "dim", "fingerprint")},
         "device": device_name,
         "images": len(ids),
@@ -413,22 +412,8 @@ def run(
         "images_per_s": round(n_new / t_model, 1) if t_model > 0 else None,
         "end_to_end_images_per_s": round(n_new / seconds, 1) if n_new and seconds > 0 else None,
     }
+    return StageResult(manifest=manifest, report=report, failures=as_rows(failed),
+                       files={"embeddings": out_dir / EMBEDDINGS, "meta": out_dir / META})
 
 
-__all__ = ["EMBEDDINGS", "EmbedParams", "lookup", "parse_embed", "read_embeddings", "run",
-           "write_embeddings"]
-
-
-def missing(df: pd.DataFrame, ids: list[str]) -> list[str]:
-    """image_ids of `df` (rows with an image) that the table lacks."""
-    have = set(ids)
-    return [iid for iid, p in zip(df["image_id"].astype(str), df["path"], strict=True) if isinstance(p, str) and iid not in have]
-
-
-def require(df: pd.DataFrame, ids: list[str], table: Path, what: str) -> None:
-    gone = missing(df, ids)
-    if gone:
-        raise DatakitError(
-            f"{what}: {len(gone)} image(s) have no vector in {table} (e.g. {', '.join(gone[:3])}); "
-            f"run `datakit embed` on this manifest (it only computes what is missing)"
-        )
+__all__ = ["EmbedParams", "fingerprint", "parse_embed", "run"]

@@ -4,6 +4,7 @@ failures, pretrained-weight loading from the hub cache, cosine pairs, embedding 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,18 +14,24 @@ import pytest
 import torch
 
 from datakit import models
-from datakit.embed import (
-    EMBEDDINGS,
-    EmbedParams,
-    parse_embed,
-    read_embeddings,
-    run,
-    write_embeddings,
-)
+from datakit.embed import EmbedParams, parse_embed
+from datakit.embed import run as run_stage_embed
 from datakit.errors import ManifestError, ParamsError
 from datakit.images import ImageStore
 from datakit.manifest import relpath
+from datakit.stage import NoProgress, StageContext
+from datakit.vectors import EMBEDDINGS, read_embeddings, write_embeddings
 from tests.fixtures.images import jpeg
+
+
+def run(df: pd.DataFrame, p: EmbedParams, *, root: Path, out_dir: Path, progress: Any = None, **kw: Any) -> dict:
+    """The embed stage on `df` into `out_dir` (its report); `run_result` gives the whole StageResult."""
+    return run_result(df, p, root=root, out_dir=out_dir, progress=progress, **kw).report
+
+
+def run_result(df: pd.DataFrame, p: EmbedParams, *, root: Path, out_dir: Path, progress: Any = None, **kw: Any) -> Any:
+    return run_stage_embed(df, p, StageContext(root=root, out=out_dir, progress=progress or NoProgress()), **kw)
+
 
 FAST = {"backbone": "resnet18", "pretrained": False, "image_size": 32, "batch_size": 4, "workers": 0}
 
@@ -99,10 +106,17 @@ def test_killed_run_resumes_from_parts(tmp_path: Path) -> None:
     class Killed(Exception):
         pass
 
-    def die(phase: str, done: int, total: int) -> None:
-        if done >= 8:
-            raise Killed
+    class Die(NoProgress):
+        """Kills the run once 8 images are done."""
 
+        done = 0
+
+        def advance(self, phase: str, n: int = 1) -> None:
+            self.done += n
+            if self.done >= 8:
+                raise Killed
+
+    die = Die()
     with pytest.raises(Killed):
         run(df, p, root=tmp_path, out_dir=tmp_path / "part", progress=die, part_seconds=0.0)
     parts = list((tmp_path / "part" / ".parts").glob("part-*.parquet"))
@@ -114,12 +128,38 @@ def test_killed_run_resumes_from_parts(tmp_path: Path) -> None:
 
 
 def test_unreadable_images_are_failures_not_vectors(tmp_path: Path) -> None:
+    from datakit.manifest import is_known_reason
+
     df = _manifest(tmp_path, n=4, broken=1)
-    failures: list[dict] = []
-    rep = run(df, parse_embed(FAST), root=tmp_path, out_dir=tmp_path / "e", failures=failures)
+    res = run_result(df, parse_embed(FAST), root=tmp_path, out_dir=tmp_path / "e")
+    rep, failures = res.report, res.failures.to_dict("records")
     assert rep["embedded"] == 4 and rep["failures"] == 1
     assert failures[0]["image_id"].startswith("broken") and failures[0]["reason"] in {"truncated", "decode_error", "not_an_image"}
     assert "broken" not in "".join(read_embeddings(tmp_path / "e")[0])
+    assert failures[0]["stage"] == "embed" and failures[0]["path"] == "data/broken-0.jpg" and failures[0]["label"] == "a"
+    assert is_known_reason(failures[0]["reason"])
+    assert res.manifest is df  # the input's manifest, unchanged
+
+
+def test_the_stage_writes_failures_and_a_relocatable_manifest(tmp_path: Path) -> None:
+    """Through the one writer: OUT/failures.parquet holds the unreadable row, OUT/manifest.parquet
+    stores paths relative to OUT (and reads back relative to the root), the report is written."""
+    from datakit.manifest import FAILURES, MANIFEST, read_stage_manifest, write_stage_manifest
+    from datakit.stage import run_stage
+
+    df = _manifest(tmp_path, n=3, broken=1)
+    (tmp_path / ".git").mkdir()
+    write_stage_manifest(df, tmp_path / "data" / "scrape" / MANIFEST, tmp_path)
+    res = run_stage("embed", run_stage_embed, tmp_path / "data" / "scrape", tmp_path / "data" / "embed", parse_embed(FAST),
+                    needs=(), report=tmp_path / "reports" / "embed.json")
+    assert res.report["failures"] == 1 and (tmp_path / "reports" / "embed.json").exists()
+    failures = pd.read_parquet(tmp_path / "data" / "embed" / FAILURES)
+    assert failures["image_id"].tolist() == ["broken" + "0" * 59] and failures["stage"].tolist() == ["embed"]
+    stored = pd.read_parquet(tmp_path / "data" / "embed" / MANIFEST)
+    assert all(p.startswith("../") for p in stored["path"])  # relative to the embed folder
+    back, root, _ = read_stage_manifest(tmp_path / "data" / "embed")
+    assert root == tmp_path and back["path"].tolist() == df["path"].tolist()
+    assert len(read_embeddings(tmp_path / "data" / "embed")[0]) == 3
 
 
 def test_every_registered_backbone_gives_its_width() -> None:
