@@ -106,12 +106,14 @@ def plain_loop(model: Any, transform: Any, files: list[Path], batch_size: int) -
 
 
 def datakit_run(df: Any, data: Path, out: Path, **overrides: Any) -> tuple[Any, float, dict[str, Any]]:
-    from datakit.embed import parse_embed, read_embeddings, run
+    from datakit.embed import parse_embed, run
+    from datakit.stage import StageContext
+    from datakit.vectors import read_embeddings
 
     shutil.rmtree(out, ignore_errors=True)
     params = parse_embed({"device": "cpu", **overrides})
     t0 = time.perf_counter()
-    rep = run(df, params, root=data, out_dir=out)
+    rep = run(df, params, StageContext(root=data, out=out)).report
     seconds = time.perf_counter() - t0
     ids, X, _ = read_embeddings(out)
     pos = {iid: i for i, iid in enumerate(ids)}
@@ -199,8 +201,8 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
     from sklearn.metrics import accuracy_score, balanced_accuracy_score
     from sklearn.preprocessing import StandardScaler
 
-    from datakit.embed import read_embeddings
     from datakit.manifest import write_table
+    from datakit.vectors import read_embeddings
 
     work = args.work / "probe"
     cache = args.work / "probe-embed-cache"  # vectors of an earlier run: `datakit embed --reuse` (same photos, same ids)

@@ -152,6 +152,7 @@ def bench_embed(df: Any, root: Path, work: Path, kind: str, workers: int) -> tup
 
     from datakit import parallel
     from datakit.embed import EmbedParams, run
+    from datakit.stage import StageContext
 
     p = EmbedParams(backbone="resnet18", pretrained=False, batch_size=32, workers=0, device="cpu")
     threads = torch.get_num_threads()
@@ -161,9 +162,10 @@ def bench_embed(df: Any, root: Path, work: Path, kind: str, workers: int) -> tup
         with parallel.using(settings(kind, workers)):
             if kind == "dask":
                 shutil.rmtree(work / "embed-out", ignore_errors=True)
-                run(df.head(32 * workers), p, root=root, out_dir=work / "embed-out")  # warm: model on every worker
+                run(df.head(32 * workers), p, StageContext(root=root, out=work / "embed-out"))  # warm: model on every worker
             shutil.rmtree(work / "embed-out", ignore_errors=True)
-            secs, rep = timed(lambda: run(df, p, root=root, out_dir=work / "embed-out"))
+            secs, res = timed(lambda: run(df, p, StageContext(root=root, out=work / "embed-out")))
+            rep = res.report
     finally:
         torch.set_num_threads(threads)
     return rep["computed"] / secs, rep["images_per_s"]

@@ -80,7 +80,8 @@ def synthetic(backbone: str, n_classes: int, side: int, batch: int, samples: int
     import torch
     import torch.nn.functional as F
 
-    from datakit.train.loop import autocast, make_model
+    from datakit.train.devices import autocast
+    from datakit.train.nets import make_model
 
     model = make_model("finetune", backbone, pretrained=False, n_classes=n_classes, dim=None, seed=0).to(device)
     cuda = device.type == "cuda"
@@ -132,7 +133,9 @@ def main() -> None:
     import torch
 
     from datakit.augment import AugmentParams
+    from datakit.cli.train import OnlineAugmenter
     from datakit.models import pick_device
+    from datakit.stage import StageContext
     from datakit.train.loop import run
     from datakit.train.params import parse_train
 
@@ -157,8 +160,8 @@ def main() -> None:
                               "dvclive": False, "online_augment": not args.no_augment, "device": str(device),
                               "cache_dir": str(root / "train-cache")})
         with GpuSampler() as real_util:
-            rep = run(df, params, root=root, input_dir=Path(tmp), out_dir=Path(tmp) / "out",
-                      augment=AugmentParams(preset="fashion"))
+            rep = run(df, params, StageContext(root=root, out=Path(tmp) / "out", input=Path(tmp)),
+                      augment=OnlineAugmenter(AugmentParams(preset="fashion"))).report
         real = float(rep["images_per_s"])
         with GpuSampler() as syn_util:
             syn = synthetic(backbone, n_classes, side, batch, min(len(df) * 2, 20_000), device, params.amp)
