@@ -27,11 +27,12 @@ def make_embedder(params: Any) -> Embedder:
     def embedder(frame: pd.DataFrame, root: Path, settings: Any = None) -> tuple[list[str], np.ndarray]:
         from datakit.embed import run as run_embed
         from datakit.params import section
+        from datakit.stage import StageContext
         from datakit.vectors import read_embeddings
 
         chosen = settings if settings is not None else section(params, "embed")
         with tempfile.TemporaryDirectory(prefix="datakit-embed-") as tmp:
-            run_embed(frame, chosen, root=Path(root), out_dir=Path(tmp))
+            run_embed(frame, chosen, StageContext(root=Path(root), out=Path(tmp)))
             ids, X, _ = read_embeddings(Path(tmp))
         return ids, X
 
