@@ -22,11 +22,3 @@ def run(*args: Any, **kwargs: Any) -> Any:
 
     return _run(*args, **kwargs)
 
-
-def load_input(*args: Any, **kwargs: Any) -> Any:
-    """Deprecated: (manifest, root) of a stage folder, for commands not yet on
-    `datakit.stage.load_input` (which they should call instead)."""
-    from datakit.stage import load_input as _load_input
-
-    inp = _load_input(*args, **kwargs)
-    return inp.manifest, inp.root
