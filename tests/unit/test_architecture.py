@@ -14,6 +14,11 @@ exist and cover at least one module the command runs (non-Python folders such as
 data, left alone). `python -m datakit.archcheck --deps` (`make deps`) prints what each stage
 should list.
 
+The params rule (e): a stage's `params` list every params.yaml section its command reads: the
+`section(params, "<name>")` calls in the command's function and the cli helpers it runs, and in
+the functions of other modules it calls by name (`train_section(params)`); `compute` aside (where
+stages run never changes what they write). `--write-deps` adds what is missing.
+
 Each rule's assertion message lists every offending import, file or stage, one per line.
 """
 
@@ -74,6 +79,12 @@ def test_d_dvc_deps_cover_what_each_stage_runs(graph) -> None:
     """(d) see the module docstring for the rule."""
     problems = archcheck.deps_problems(graph, DVC_FILES)
     _none(problems, "\n(python -m datakit.archcheck --deps prints what to list)")
+
+
+def test_e_dvc_params_list_every_section_each_stage_reads(graph) -> None:
+    """(e) a stage's `params` list every params.yaml section its command reads (`compute` aside:
+    where stages run never changes what they write), so DVC re-runs it when one changes."""
+    _none(archcheck.params_problems(graph, DVC_FILES))
 
 
 def test_every_dvc_stage_is_a_datakit_command_the_checker_finds(graph) -> None:
@@ -252,3 +263,31 @@ def test_a_stage_whose_command_is_not_found_is_named(tmp_path) -> None:
     dvc.write_text('stages:\n  x:\n    cmd: datakit nosuch data/a --out data/b\n    deps: [data/a]\n')
     assert archcheck.deps_problems(g, [dvc]) == [f"{dvc}: stage x: no cli module defines `datakit nosuch`"]
     assert archcheck.rewritten_deps(g, dvc) == dvc.read_text()
+
+
+def test_sections_read_by_a_command_and_the_params_rule(tmp_path) -> None:
+    src = _tree(tmp_path, {**FAKE,
+                           "augment.py": 'KEY = "augment"\n\ndef variant_maker(params):\n    return section(params, KEY)\n'
+                                         '\ndef apply():\n    pass\n',
+                           "cli/balance.py": """\
+        from datakit.cli.app import app
+
+        @app.command("balance")
+        def balance(params):
+            from datakit.augment import variant_maker
+            from datakit.balance import run
+            p = section(params, "balance")
+            make = variant_maker(params)
+            section(params, "compute")
+        """})
+    g = archcheck.build(src)
+    assert archcheck.sections_read(g, "balance") == {"balance", "augment", "compute"}
+    assert archcheck.sections_read(g, "split") == set()
+    dvc = tmp_path / "dvc.yaml"
+    dvc.write_text('stages:\n  balance:\n    cmd: datakit balance data/split --out data/balance\n'
+                   '    deps: [data/split]\n    params: [balance]  # why\n')
+    assert archcheck.params_problems(g, [dvc]) == [
+        f"{dvc}: stage balance: `datakit balance` reads params section(s) augment: list them in its params"]
+    dvc.write_text(archcheck.rewritten_deps(g, dvc))
+    assert "    params: [balance, augment]  # why\n" in dvc.read_text()
+    assert archcheck.params_problems(g, [dvc]) == []

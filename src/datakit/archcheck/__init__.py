@@ -8,7 +8,8 @@ drift silently; this package names every offending import, file and stage.
 
     python -m datakit.archcheck           every rule; exit 1 and one line per violation
     python -m datakit.archcheck --deps    the `deps` under src each dvc.yaml stage should list
-    python -m datakit.archcheck --write-deps    set them in dvc.yaml and pipelines/demo/dvc.yaml
+    python -m datakit.archcheck --write-deps    set them (and add the params sections each
+                                                stage reads) in both dvc.yaml files
 
 Families (imports are allowed inside a family, and from any family into core):
 
@@ -37,9 +38,11 @@ from datakit.archcheck.dvc import (
     dep_path,
     deps_problems,
     dvc_stages,
+    params_problems,
     print_deps,
     reached,
     rewritten_deps,
+    sections_read,
     shared_core,
     shown_path,
     stage_deps,
@@ -69,7 +72,7 @@ from datakit.archcheck.graph import (
 __all__ = ["CORE", "DVC_FILES", "ENTRY", "FAMILIES", "LONG_MODULES", "MAX_LINES", "PACKAGE", "REPO", "ROOT", "SRC",
            "DvcStage", "Graph", "Import", "Module", "StageDeps", "build", "check", "cross_family_imports",
            "default_dvc_files", "dep_path", "deps_problems", "discover", "dvc_stages", "family", "import_cycles",
-           "long_modules", "main", "print_deps", "private_imports", "reached", "rewritten_deps", "shared_core",
+           "long_modules", "main", "params_problems", "print_deps", "private_imports", "reached", "rewritten_deps", "sections_read", "shared_core",
            "shown_path", "stage_deps"]
 
 
@@ -83,6 +86,7 @@ def check(src: Path = SRC, dvc_files: Iterable[Path] | None = None) -> dict[str,
         f"modules over {MAX_LINES} lines": long_modules(graph),
         "import cycles": import_cycles(graph),
         "dvc deps": deps_problems(graph, files),
+        "dvc params": params_problems(graph, files),
     }
 
 

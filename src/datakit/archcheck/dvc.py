@@ -58,6 +58,14 @@ def dvc_stages(dvc_file: Path, src: Path = SRC) -> list[DvcStage]:
 def _command_roots(graph: Graph, command: str) -> tuple[str, list[Import]]:
     """The cli module that defines `datakit <command>` and the imports its run can execute: the
     module's own, less those inside the bodies of its other commands."""
+    name, _, others = _command_node(graph, command)
+    kept = [i for i in graph.of(name) if not any(a <= i.line <= (b or a) for a, b in others)]
+    return name, kept
+
+
+def _command_node(graph: Graph, command: str) -> tuple[str, ast.AST, list[tuple[int, int | None]]]:
+    """(cli module, the AST that runs for `datakit <command>`: its function, or the whole module
+    when it is not found by name, the line spans of the module's other commands)."""
     for name, mod in sorted(graph.modules.items()):
         if family(name) != ROOT:
             continue
@@ -73,9 +81,8 @@ def _command_roots(graph: Graph, command: str) -> tuple[str, list[Import]]:
             continue
         # `datakit dedup INPUT` is the group's default subcommand `run`; `dedup calibrate` is not.
         chosen = command if command in commands else ("run" if "run" in commands else None)
-        skip = {(n.lineno, n.end_lineno) for c, n in commands.items() if chosen is not None and c != chosen}
-        kept = [i for i in graph.of(name) if not any(a <= i.line <= (b or a) for a, b in skip)]
-        return name, kept
+        others = [(n.lineno, n.end_lineno) for c, n in commands.items() if chosen is not None and c != chosen]
+        return name, (commands[chosen] if chosen is not None else tree), others
     raise LookupError(f"no cli module defines the command {command!r}")
 
 
@@ -176,6 +183,93 @@ def stage_deps(graph: Graph, dvc_files: Iterable[Path]) -> list[StageDeps]:
     return out
 
 
+# Sections whose values never change a stage's results (where the stages run), so DVC need not
+# re-run a stage when they change.
+NEUTRAL_SECTIONS = frozenset({"compute"})
+
+
+def sections_read(graph: Graph, command: str) -> set[str]:
+    """The params.yaml sections `datakit <command>` reads. The composition root picks them (stages
+    get their params handed in): the `section(params, "<name>")` calls in the command's function
+    and in the cli helpers it runs (cli modules that define no command), and the sections read by
+    functions of the modules it runs that those places call by name (`train_section(params)`).
+    A module-level string constant as the name counts too."""
+    root, body, _ = _command_node(graph, command)
+    scopes: list[tuple[ast.AST, dict[str, str]]] = []
+    by_function: dict[str, set[str]] = {}
+    for mod in reached(graph, command):
+        tree = ast.parse(graph.modules[mod].path.read_text(encoding="utf-8"))
+        consts = _string_constants(tree)
+        if mod == root:
+            scopes.append((body, consts))
+        elif family(mod) == ROOT:
+            if not _defines_commands(graph, mod):
+                scopes.append((tree, consts))
+        else:
+            for fn in ast.walk(tree):
+                if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and (read := _section_calls(fn, consts)):
+                    by_function.setdefault(fn.name, set()).update(read)
+    found: set[str] = set()
+    for scope, consts in scopes:
+        found |= _section_calls(scope, consts)
+        for call in ast.walk(scope):
+            if isinstance(call, ast.Call):
+                name = getattr(call.func, "id", None) or getattr(call.func, "attr", None)
+                found |= by_function.get(str(name), set())
+    return found
+
+
+def _string_constants(tree: ast.Module) -> dict[str, str]:
+    consts: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            consts.update({t.id: node.value.value for t in node.targets if isinstance(t, ast.Name)})
+    return consts
+
+
+def _section_calls(node: ast.AST, consts: dict[str, str]) -> set[str]:
+    found = set()
+    for call in ast.walk(node):
+        if not isinstance(call, ast.Call) or len(call.args) < 2:
+            continue
+        func = call.func
+        if (isinstance(func, ast.Name) and func.id == "section") or (isinstance(func, ast.Attribute) and func.attr == "section"):
+            arg = call.args[1]
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                found.add(arg.value)
+            elif isinstance(arg, ast.Name) and arg.id in consts:
+                found.add(consts[arg.id])
+    return found
+
+
+def declared_params(dvc_file: Path, stage: str) -> set[str]:
+    """The top-level params.yaml keys a dvc.yaml stage lists under `params` (`train.lr` -> train;
+    `{other.yaml: [a, b]}` entries count their keys)."""
+    import yaml
+
+    spec = ((yaml.safe_load(dvc_file.read_text(encoding="utf-8")) or {}).get("stages") or {}).get(stage) or {}
+    found: set[str] = set()
+    for entry in spec.get("params", []) or []:
+        keys = [k for v in entry.values() for k in (v or [])] if isinstance(entry, dict) else [entry]
+        found |= {str(k).split(".")[0] for k in keys}
+    return found
+
+
+def params_problems(graph: Graph, dvc_files: Iterable[Path]) -> list[str]:
+    """Sections a stage's command reads that its `params` do not list (DVC would not re-run the
+    stage when they change); NEUTRAL_SECTIONS aside."""
+    bad = []
+    for f in dvc_files:
+        for st in dvc_stages(f, graph.src):
+            if _reached(graph, st.command) is None:
+                continue  # named by deps_problems
+            missing = sorted(sections_read(graph, st.command) - declared_params(f, st.name) - NEUTRAL_SECTIONS)
+            if missing:
+                bad.append(f"{shown_path(f)}: stage {st.name}: `datakit {st.command}` reads params section(s) "
+                           f"{', '.join(missing)}: list them in its params")
+    return bad
+
+
 def _reached(graph: Graph, command: str) -> set[str] | None:
     try:
         return reached(graph, command)
@@ -235,8 +329,8 @@ def print_deps(src: Path = SRC, dvc_files: Iterable[Path] | None = None) -> None
 def rewritten_deps(graph: Graph, dvc_file: Path) -> str:
     """The text of `dvc_file` with each datakit stage's `deps` set to what the rule asks: its
     other deps (data folders, reports, non-Python folders under src such as palettes/) as they
-    are, then the modules it runs. Comments and everything else stay; a stage's deps become one
-    flow-style line."""
+    are, then the modules it runs; and the sections it reads added to a one-line `params: [...]`.
+    Comments and everything else stay; a stage's deps become one flow-style line."""
     text = dvc_file.read_text(encoding="utf-8")
     stages = {sd.stage.name: sd for sd in stage_deps(graph, [dvc_file])}
     variables = _vars(dvc_file)
@@ -263,6 +357,13 @@ def rewritten_deps(graph: Graph, dvc_file: Path) -> str:
             shown = ", ".join(f'"{d}"' if "$" in d or ":" in d else d for d in wanted)
             out.append(f"{deps.group(1)}deps: [{shown}]\n")
             continue
+        params = re.match(r"^(\s+)params: \[(.*)\](\s*#.*)?$", line.rstrip("\n"))
+        if params and current in stages and not stages[current].error:
+            lacking = sorted(sections_read(graph, stages[current].stage.command)
+                             - declared_params(dvc_file, current) - NEUTRAL_SECTIONS)
+            if lacking:
+                listed = [p.strip() for p in params.group(2).split(",") if p.strip()]
+                line = f"{params.group(1)}params: [{', '.join(listed + lacking)}]{params.group(3) or ''}\n"
         out.append(line)
         i += 1
     return "".join(out)
