@@ -138,13 +138,13 @@ def test_bad_augment_params_name_the_key(tmp_path) -> None:
 def test_balance_only_touches_train(tmp_path, strategy: str) -> None:
     _pipeline(tmp_path, "v1", ["vest", "hoodie"])
     assert invoke("split", tmp_path / "dedup-v1", "--out", tmp_path / "split", "--report", tmp_path / "s.json").exit_code == 0
-    split_df = pd.read_parquet(tmp_path / "split" / "manifest.parquet")
+    from datakit.manifest import read_stage_manifest, write_stage_manifest
+
+    split_df, root, _ = read_stage_manifest(tmp_path / "split")
     # make the classes uneven: drop most hoodies from train
     hoodies = split_df[(split_df["label"] == "hoodie") & (split_df["split"] == "train") & split_df["keep"]]
     split_df.loc[hoodies.index[: len(hoodies) * 2 // 3], "keep"] = False
-    from datakit.manifest import write_table
-
-    write_table(split_df, tmp_path / "split" / "manifest.parquet")
+    write_stage_manifest(split_df, tmp_path / "split" / "manifest.parquet", root, stage="split")
     params = tmp_path / "bal.yaml"
     params.write_text(f"balance: {{strategy: {strategy}, target: auto, seed: 1}}\naugment: {{preset: fashion}}\n")
     res = invoke("balance", tmp_path / "split", "--out", tmp_path / "balance", "--params", params,
@@ -161,3 +161,58 @@ def test_balance_only_touches_train(tmp_path, strategy: str) -> None:
     assert set(weights) == {"vest", "hoodie"}
     if strategy != "class_weights":
         assert rep["imbalance_after"] < rep["imbalance_before"]
+
+
+def _scrape_and_dedup(tmp_path) -> None:
+    params = write_params(tmp_path, items=["vest", "hoodie"], attributes=["striped"], per_query=6, min_per_label=0)
+    for args in (("scrape", "--provider", "synthetic", "--out", tmp_path / "scrape"),
+                 ("dedup", tmp_path / "scrape", "--out", tmp_path / "dedup")):
+        res = invoke(*args, "--params", params, "--report", tmp_path / f"{args[0]}.json")
+        assert res.exit_code == 0, res.output
+
+
+def test_wrong_kind_of_input_is_one_clear_line(tmp_path) -> None:  # issue 14
+    _scrape_and_dedup(tmp_path)
+    res = invoke("split", tmp_path / "scrape", "--out", tmp_path / "s", "--report", tmp_path / "s.json")
+    assert res.exit_code == 1 and not (tmp_path / "s" / "manifest.parquet").exists()
+    assert "has not been deduplicated" in res.output and "run `datakit dedup" in res.output, res.output
+    for command in ("augment", "balance"):  # a dedup folder is not split
+        res = invoke(command, tmp_path / "dedup", "--out", tmp_path / command, "--report", tmp_path / f"{command}.json")
+        assert res.exit_code == 1 and not (tmp_path / command / "manifest.parquet").exists()
+        assert "has no train/val/test split" in res.output and "run `datakit split" in res.output, res.output
+
+
+def test_no_dedup_splits_raw_data_on_request(tmp_path) -> None:
+    _scrape_and_dedup(tmp_path)
+    assert "--no-dedup" in invoke("split", "--help").output
+    params = tmp_path / "split.yaml"
+    params.write_text("split: {tiny_classes: train}\n")
+    res = invoke("split", tmp_path / "scrape", "--no-dedup", "--out", tmp_path / "s", "--params", params,
+                 "--report", tmp_path / "s.json")
+    assert res.exit_code == 0, res.output
+    df = pd.read_parquet(tmp_path / "s" / "manifest.parquet")
+    scraped = pd.read_parquet(tmp_path / "scrape" / "manifest.parquet")
+    assert df["split"].notna().all() and len(df) == len(scraped)
+    assert (df["split_group"] == df["image_id"]).all()  # no dedup: every image is its own group
+
+
+def test_augment_writes_failures_and_a_variant_per_readable_parent(tmp_path) -> None:  # issue 14, rule 4
+    _scrape_and_dedup(tmp_path)
+    split_params = tmp_path / "split.yaml"
+    split_params.write_text("split: {tiny_classes: train}\naugment: {variants: 1, preset: fashion}\n")
+    res = invoke("split", tmp_path / "dedup", "--out", tmp_path / "split", "--params", split_params,
+                 "--report", tmp_path / "s.json")
+    assert res.exit_code == 0, res.output
+    from datakit.manifest import is_known_reason, read_stage_manifest
+
+    df, root, _ = read_stage_manifest(tmp_path / "split")
+    gone = df[(df["split"] == "train") & df["keep"]].iloc[0]
+    (root / gone["path"]).write_bytes(b"not an image any more")  # present (the input check passes), unreadable
+    res = invoke("augment", tmp_path / "split", "--out", tmp_path / "augment", "--params", split_params,
+                 "--report", tmp_path / "augment.json")
+    assert res.exit_code == 0, res.output
+    failed = pd.read_parquet(tmp_path / "augment" / "failures.parquet")
+    assert failed[["image_id", "stage"]].values.tolist() == [[gone["image_id"], "augment"]]
+    assert is_known_reason(failed["reason"].iat[0]) and failed["detail"].iat[0]
+    rep = json.loads((tmp_path / "augment.json").read_text())
+    assert rep["failures"] == 1 and rep["variants"] == rep["parents"] - 1 > 0
