@@ -387,3 +387,99 @@ def test_predict_table_renders_unreadable_rows() -> None:  # issue 13: NotRender
     console.print(predict_table(df, Path("photos")))
     text = console.export_text()
     assert "[b].jpg" in text and "not_an_image" in text and "nan" not in text.lower() and "red" in text
+
+
+# ------------------------------------------------------------------------- stage contract
+
+
+def test_mode_switch_defaults_live_in_train_section(tmp_path: Path) -> None:
+    """A --mode that differs from params.yaml's takes that mode's epochs, batch size, lr and weight
+    decay (not the file's fine-tuning ones) unless they are overridden too; the same mode keeps
+    the file's values."""
+    from datakit.params import load_params
+    from datakit.train.params import train_section
+
+    path = tmp_path / "params.yaml"
+    path.write_text("train: {epochs: 1, batch_size: 8, lr: 0.01, device: cpu}\n")
+    params = load_params(path)
+    probe = train_section(params, mode="linear_probe")
+    assert (probe.mode, probe.epochs, probe.batch_size, probe.lr, probe.weight_decay) == ("linear_probe", 30, 1024, 1.0, None)
+    assert probe.device == "cpu"  # keys the mode does not decide stay the file's
+    assert train_section(params, mode="linear_probe", epochs=5).epochs == 5
+    same = train_section(params, mode="finetune")
+    assert (same.epochs, same.batch_size, same.lr) == (1, 8, 0.01)
+    assert train_section(params).epochs == 1 and not train_section(params, mode="linear_probe").augments_online
+    with pytest.raises(ParamsError, match=r"train\.epochs"):
+        train_section(params, epochs=0)
+
+
+def test_the_learning_family_imports_no_augment_code() -> None:
+    """Online augmentation is handed in by the command: train, evaluate and predict never import
+    datakit.augment themselves."""
+    code = ("import sys, datakit.train.loop, datakit.train.evaluate, datakit.train.predict; "
+            "print(sorted(m for m in sys.modules if m.startswith('datakit.augment') or m == 'albumentations'))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "[]"
+
+
+def test_train_needs_a_split_input_and_says_which_stage_to_run(tmp_path: Path) -> None:
+    from datakit.errors import ManifestError
+
+    balance = make_project(tmp_path, per=(2, 1, 1))
+    df = pd.read_parquet(balance / "manifest.parquet").drop(columns=["split"])
+    write_table(df, balance / "manifest.parquet")
+    with pytest.raises(ManifestError, match=r"has no train/val/test split .*run `datakit split INPUT --out DIR` first") as exc:
+        _train(balance, FINETUNE, tmp_path / "model")
+    assert "\n" not in str(exc.value)
+    assert not (tmp_path / "model" / "model.pt").exists()
+
+
+def test_rows_left_out_are_failures_rows(tmp_path: Path) -> None:
+    """A probe row with no vector and a fine-tune row whose image cannot be decoded are not
+    silently skipped: OUT/failures.parquet names them, with a known reason code."""
+    from datakit.manifest import is_known_reason
+
+    balance = make_project(tmp_path, per=(4, 2, 2), embeddings=True)
+    df = pd.read_parquet(balance / "manifest.parquet")
+    gone = df[df["split"] == "train"].iloc[0]
+    table = pq.read_table(balance / "embeddings.parquet")
+    keep = [i != gone["image_id"] for i in table.column("image_id").to_pylist()]
+    pq.write_table(table.filter(pa.array(keep)), balance / "embeddings.parquet")
+    rep = _train(balance, PROBE, tmp_path / "probe")
+    failures = pd.read_parquet(tmp_path / "probe" / "failures.parquet")
+    assert rep["skipped"]["no_vector"] == 1
+    assert failures[["image_id", "stage", "reason"]].values.tolist() == [[gone["image_id"], "train", "no_vector"]]
+
+    broken = df[df["split"] == "val"].iloc[0]
+    (tmp_path / broken["path"]).write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    rep = _train(balance, {**FINETUNE, "epochs": 1, "cache_dir": str(tmp_path / "cache")}, tmp_path / "model")
+    failures = pd.read_parquet(tmp_path / "model" / "failures.parquet")
+    assert rep["skipped"]["unreadable"] == 1 and failures["image_id"].tolist() == [broken["image_id"]]
+    assert failures["stage"].tolist() == ["train"] and is_known_reason(failures["reason"].iat[0])
+    assert failures["path"].tolist() == [broken["path"]]
+
+
+def test_evaluate_writes_the_scored_test_rows_and_the_unscored_as_failures(tmp_path: Path) -> None:
+    from datakit.manifest import read_stage_manifest
+
+    balance = make_project(tmp_path, per=(6, 3, 3), embeddings=True)
+    _train(balance, PROBE, tmp_path / "probe")
+    df = pd.read_parquet(balance / "manifest.parquet")
+    test = df[df["split"] == "test"]
+    missing = test.iloc[0]
+    table = pq.read_table(balance / "embeddings.parquet")
+    keep = [i != missing["image_id"] for i in table.column("image_id").to_pylist()]
+    pq.write_table(table.filter(pa.array(keep)), balance / "embeddings.parquet")
+    (tmp_path / missing["path"]).write_bytes(b"not an image")  # no vector, and no image to fall back on
+    out = tmp_path / "eval"
+    rep = _evaluate(tmp_path / "probe", balance, parse_evaluate({"device": "cpu", "num_workers": 0,
+                                                                  "learning_curve": [], "cv": False}), out)
+    assert rep["n_test"] == len(test) - 1 and rep["n_unscored"] == 1
+    scored, _root, meta = read_stage_manifest(out)
+    assert meta["stage"] == "evaluate" and len(scored) == len(test)
+    assert scored["predicted"].notna().sum() == len(test) - 1
+    assert scored.loc[scored["image_id"] == missing["image_id"], "predicted"].isna().all()
+    assert set(scored["predicted"].dropna()) <= {"blue", "green", "red"}
+    failures = pd.read_parquet(out / "failures.parquet")
+    assert failures["image_id"].tolist() == [missing["image_id"]] and failures["stage"].tolist() == ["evaluate"]
+    assert failures["reason"].iat[0] in {"not_an_image", "decode_error", "truncated"}
