@@ -41,16 +41,24 @@ def _lines(res: subprocess.CompletedProcess[str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    """A small project scraped (synthetic provider) and deduplicated, run from its own folder
-    with relative paths as DVC does: data/scrape, data/dedup."""
+def scraped(tmp_path_factory) -> Path:
+    """A small project scraped with the synthetic provider, run from its own folder with
+    relative paths as DVC does: data/scrape."""
     root = tmp_path_factory.mktemp("project")
     write_params(root, items=["vest", "hoodie"], attributes=["striped", "dotted"], per_query=8)
-    for args in (("scrape", "--provider", "synthetic", "--out", "data/scrape"),
-                 ("dedup", "data/scrape", "--out", "data/dedup")):
-        res = datakit(*args, "--params", "params.yaml", "--report", f"reports/{args[0]}.json", cwd=root)
-        assert res.returncode == 0, res.stdout + res.stderr
+    res = datakit("scrape", "--provider", "synthetic", "--out", "data/scrape", "--params", "params.yaml",
+                  "--report", "reports/scrape.json", cwd=root)
+    assert res.returncode == 0, res.stdout + res.stderr
     return root
+
+
+@pytest.fixture(scope="module")
+def project(scraped) -> Path:
+    """The same project deduplicated: data/dedup."""
+    res = datakit("dedup", "data/scrape", "--out", "data/dedup", "--params", "params.yaml",
+                  "--report", "reports/dedup.json", cwd=scraped)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return scraped
 
 
 def test_a_misspelt_section_is_one_line_naming_it_and_the_closest(tmp_path) -> None:  # CFG-06
@@ -75,8 +83,8 @@ def test_settings_for_an_unknown_provider_are_refused(tmp_path) -> None:  # CFG-
     assert "did you mean synthetic?" in lines[0], lines
 
 
-def test_split_of_a_folder_never_deduplicated_says_to_run_dedup_first(project, tmp_path) -> None:
-    res = datakit("split", project / "data" / "scrape", "--params", project / "params.yaml", "--out", tmp_path / "split",
+def test_split_of_a_folder_never_deduplicated_says_to_run_dedup_first(scraped, tmp_path) -> None:
+    res = datakit("split", scraped / "data" / "scrape", "--params", scraped / "params.yaml", "--out", tmp_path / "split",
                   "--report", tmp_path / "split.json", cwd=tmp_path)
     assert res.returncode != 0
     lines = _lines(res)
