@@ -102,3 +102,40 @@ def test_every_strategy_balances_train_only(project, strategy) -> None:
         new = df[df["origin"] == "smote"]
         assert len(new) > 0 and new["path"].isna().all() and set(new["image_id"]) <= set(ids)
         assert meta["synthetic_rows"] == len(new) and "vector" in page
+
+
+@pytest.mark.parametrize("strategy", ["oversample", "undersample"])
+def test_balance_evens_out_the_rows_training_uses(project, strategy) -> None:  # issue 14
+    """After augment, what the trainer learns from is every kept train row (variants included):
+    balance evens those out, and every row it marks is a failures row with its reason."""
+    from datakit.manifest import read_stage_manifest, write_stage_manifest
+    from datakit.stage import training_rows
+
+    tmp, params = project
+    doc = yaml.safe_load(params.read_text())
+    doc["augment"] = {"preset": "fashion", "variants": 2}
+    doc["balance"] = {"strategy": strategy, "seed": 1}
+    p = tmp / f"params-after-augment-{strategy}.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    aug = tmp / f"augment-{strategy}"
+    res = invoke("augment", tmp / "split", "--out", aug, "--params", p, "--report", tmp / "reports" / "augment.json")
+    assert res.exit_code == 0, res.output
+    # uneven variants per class, as a demo's were: the shirts lose theirs
+    df, root, _ = read_stage_manifest(aug)
+    df = df[~((df["origin"] == "augmented") & (df["label"] == "shirt"))]
+    write_stage_manifest(df, aug / "manifest.parquet", root, stage="augment")
+    before = df.loc[training_rows(df), "label"].value_counts()
+    assert before.max() > before.min()
+    out = tmp / f"balance-after-augment-{strategy}"
+    res = invoke("balance", aug, "--out", out, "--params", p, "--report", tmp / "reports" / f"balance-aug-{strategy}.json")
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp / "reports" / f"balance-aug-{strategy}.json").read_text())
+    bal, _, _ = read_stage_manifest(out)
+    after = bal.loc[training_rows(bal), "label"].value_counts().sort_index()
+    assert after.nunique() == 1 and after.to_dict() == rep["counts_after"], (after, rep)
+    assert rep["counts_before"] == before.sort_index().to_dict() and rep["counts"].startswith("rows training uses")
+    if strategy == "undersample":
+        failed = pd.read_parquet(out / "failures.parquet")
+        marked = bal[bal["balance_reason"] == "undersampled"]
+        assert len(marked) > 0 and sorted(failed["image_id"]) == sorted(marked["image_id"])
+        assert set(failed["reason"]) == {"undersampled"}
