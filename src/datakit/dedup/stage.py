@@ -17,6 +17,9 @@ the keep / conflict policies (`grouping.py`). Decisions are columns, never delet
 | `label_conflict` | the group's members carry different labels |
 | `conflict_labels` | those labels, `|`-joined |
 | `against_dup` | with `--against`: the image of the other dataset this row duplicates |
+
+Beside the manifest: `failures.parquet` (one row per image that could not be hashed, with its
+reason code: a failure, where a dropped duplicate is a decision) and `gallery.html`.
 """
 
 from __future__ import annotations
