@@ -189,6 +189,9 @@ def test_missing_file_in_manifest_is_listed(clean: Path) -> None:
     rep = audit_manifest(df, clean.parent)
     assert [(u["image_id"], u["reason"]) for u in rep.unreadable] == [("gone", "missing_file")]
     assert rep.leaks == 0
+    # the stage's failures rows say the same, with a reason code
+    fails = A.run(df, AuditParams(embeddings="none"), StageContext(root=clean.parent)).failures
+    assert fails[["image_id", "label", "stage", "reason"]].values.tolist() == [["gone", "cat", "audit", "missing_file"]]
 
 
 def test_label_conflicts_and_missing_class(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from datakit.audit.report import AuditReport
 from datakit.errors import DatakitError, ManifestError
 from datakit.manifest import MANIFEST
 from datakit.params import AuditParams
-from datakit.stage import SPLIT, NoProgress, Progress, StageContext, StageResult, kept, load_input
+from datakit.stage import SPLIT, NoProgress, Progress, StageContext, StageResult, as_rows, kept, load_input
 
 STAGE = "audit"
 HASHES = ("recompute", "manifest")
@@ -63,8 +63,9 @@ def run(manifest: pd.DataFrame, params: AuditParams, ctx: StageContext, *, hashe
         embedder: computes vectors when `params.embeddings` asks for it (`auto`, `compute`).
         workers: processes for reading files (1 = in this process).
 
-    Returns the input manifest unchanged, the audit JSON as the report, and in `extra` the
-    `AuditReport` (`audit`) and the gate (`ok`: leaks <= `params.max_leaks`).
+    Returns the input manifest unchanged, the audit JSON as the report, the files it could not
+    read or decode as failures rows (also listed in the report: the audit drops nothing), and in
+    `extra` the `AuditReport` (`audit`) and the gate (`ok`: leaks <= `params.max_leaks`).
     """
     if hashes not in HASHES:
         raise ValueError(f"hashes must be 'recompute' or 'manifest', got {hashes!r}")
@@ -104,7 +105,10 @@ def run(manifest: pd.DataFrame, params: AuditParams, ctx: StageContext, *, hashe
         ctx.progress.advance("fingerprint", len(files))
     rep = audit_records(t, params, hashes=hashes, unreadable=bad, skipped=skipped, embeddings=vectors,
                         files=files if params.verify else None, workers=workers)
-    return StageResult(manifest, rep.to_json(), extra={"audit": rep, "ok": rep.ok})
+    label_of = dict(zip(t["image_id"].astype(str), t["label"], strict=True))
+    failures = as_rows({"image_id": b["image_id"], "path": b["path"], "label": label_of.get(b["image_id"]),
+                        "stage": STAGE, "reason": b["reason"], "detail": b["detail"]} for b in bad)
+    return StageResult(manifest, rep.to_json(), failures, extra={"audit": rep, "ok": rep.ok})
 
 
 def folder_files(folder: Path) -> tuple[list[tuple[str, str, str]], list[str]]:
