@@ -565,7 +565,8 @@ def run(manifest: Any, params: Any, ctx: Any, *, previous: Any | None = None) ->
                         strict=True):
             fold_col[r] = k
         out["fold"] = fold_col
-    moved = sum(1 for i, s in zip(out["image_id"], out["split"], strict=True) if i in old and old[i] != s)
+    # Moved: had a split in the old version and has another one now (no split before is not a move).
+    moved = sum(1 for i, s in zip(out["image_id"], out["split"], strict=True) if isinstance(old.get(i), str) and old[i] != s)
     return StageResult(manifest=out, report=split_report(out[kept(out)], len(out), result, names, merges, moved))
 
 

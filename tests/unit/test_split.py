@@ -332,3 +332,47 @@ def test_unknown_split_names_fail_when_params_load(section: dict) -> None:  # B1
     msg = str(info.value)
     assert msg.startswith(f"p.yaml: split.{next(iter(section))}: unknown split 'validation' (did you mean val?)")
     assert "Value error" not in msg
+
+
+# ----------------------------------------------------------------------------- the stage (issue 14)
+
+
+def _stage_manifest(n: int = 40) -> object:
+    import pandas as pd
+
+    rows = [{"image_id": f"{i:04d}", "path": f"data/raw/{i:04d}.jpg", "label": "ab"[i % 2], "dup_group": f"g{i // 2}",
+             "keep": True} for i in range(n)]
+    rows[1]["keep"] = None  # a decision no stage made is not a yes: not counted, takes its group's split
+    rows[2]["keep"] = rows[3]["keep"] = False  # a group with no kept member gets no split
+    return pd.DataFrame(rows)
+
+
+def test_split_run_is_a_stage(tmp_path: Path) -> None:
+    from datakit.params import SplitParams
+    from datakit.split import run
+    from datakit.stage import StageContext
+
+    df = _stage_manifest()
+    result = run(df, SplitParams(seed=3), StageContext(root=tmp_path))
+    out = result.manifest
+    assert result.failures is None and result.report["split_images"] == 40 - 3 == result.report["images"] - 3
+    assert out.loc[1, "split"] == out.loc[0, "split"] and out.loc[2:3, "split"].isna().all()
+    assert (out.groupby("split_group")["split"].nunique(dropna=True) <= 1).all()
+    assert out.loc[out["keep"].eq(True), "split"].notna().all()
+
+
+def test_split_previous_is_read_as_a_split_folder(tmp_path: Path) -> None:
+    from datakit.errors import ManifestError
+    from datakit.manifest import write_stage_manifest
+    from datakit.params import SplitParams
+    from datakit.split import run
+    from datakit.stage import StageContext
+
+    df = _stage_manifest()
+    first = run(df, SplitParams(seed=3), StageContext(root=tmp_path)).manifest
+    write_stage_manifest(first, tmp_path / "v1" / "manifest.parquet", tmp_path, stage="split")
+    again = run(df, SplitParams(seed=99), StageContext(root=tmp_path), previous=tmp_path / "v1")
+    assert again.manifest["split"].equals(first["split"]) and again.report["moved_from_previous"] == 0
+    write_stage_manifest(df, tmp_path / "dedup" / "manifest.parquet", tmp_path, stage="dedup")
+    with pytest.raises(ManifestError, match=r"has no train/val/test split .*run `datakit split"):
+        run(df, SplitParams(), StageContext(root=tmp_path), previous=tmp_path / "dedup")
