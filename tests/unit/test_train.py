@@ -254,6 +254,24 @@ def test_linear_probe_learns_uses_smote_rows_reads_weights_and_evaluates(tmp_pat
     assert mistakes["n_mistakes"] == rep["n_mistakes"] == int((preds["actual"] != preds["predicted"]).sum())
 
 
+def test_evaluate_finds_the_training_data_from_the_model_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default --data is the folder the model was trained on, found from the model folder's
+    project root whatever the working directory."""
+    from datakit.errors import DatakitError
+    from datakit.train.evaluate import default_data
+
+    balance = make_project(tmp_path / "project", per=(3, 1, 1), embeddings=True)
+    (tmp_path / "project" / ".git").mkdir()
+    _train(balance, {**PROBE, "epochs": 1}, tmp_path / "project" / "models" / "probe")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert default_data(tmp_path / "project" / "models" / "probe") == balance
+    shutil.rmtree(balance)
+    with pytest.raises(DatakitError, match="give --data INPUT"):
+        default_data(tmp_path / "project" / "models" / "probe")
+
+
 def test_a_probe_on_noise_stays_near_chance(tmp_path: Path) -> None:
     """The probe's accuracy is earned: the same rows with unrelated vectors do not separate."""
     balance = make_project(tmp_path, embeddings=True)

@@ -233,14 +233,18 @@ def _predicted(probs: np.ndarray, labels: Sequence[str]) -> tuple[list[str], np.
 
 
 def default_data(model_dir: Path) -> Path:
-    """The dataset folder a model was trained on (recorded in model.pt), when it exists here."""
+    """The dataset folder a model was trained on: model.pt records it relative to the project
+    root, which is found from the model folder (not the working directory), so the default holds
+    wherever the command runs."""
+    from datakit.manifest import find_project_root
     from datakit.train.predict import load_model
 
     recorded = load_model(model_dir).payload.get("input")
-    if not recorded or not Path(recorded).exists():
+    folder = find_project_root(Path(model_dir)) / recorded if recorded else None
+    if folder is None or not folder.is_dir():
         raise DatakitError(f"{model_dir}/model.pt does not name a dataset folder that exists here "
                            f"({recorded!r}); give --data INPUT")
-    return Path(recorded)
+    return folder
 
 
 def run(manifest: pd.DataFrame, params: EvaluateParams, ctx: StageContext, *, model: Path,
