@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from datakit.cli.app import app
-from datakit.cli.common import ParamsOpt, load, report_option
+from datakit.cli.common import ParamsOpt, input_argument, load, report_option
 from datakit.console import fail as _fail
 from datakit.console import out
 from datakit.console import write_report as _write_report
@@ -23,7 +23,7 @@ from datakit.errors import DatakitError
     )
 )
 def audit(
-    target: Annotated[Path, typer.Argument(metavar="INPUT", help="A split folder (manifest.parquet with split) or a folder of SPLIT/LABEL/ image folders.", exists=True)],
+    target: Annotated[Path, input_argument("A split folder (manifest.parquet with split) or a folder of SPLIT/LABEL/ image folders.")],
     params_file: ParamsOpt = None,
     radius: Annotated[Optional[int], typer.Option(help="dhash radius for near-duplicate leaks (params: audit.radius).")] = None,
     max_leaks: Annotated[Optional[int], typer.Option(help="Exit 1 above this many cross-split leaks (params: audit.max_leaks, default 0).")] = None,

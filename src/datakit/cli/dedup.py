@@ -108,7 +108,7 @@ def dedup_run(
 
 @dedup_app.command("calibrate", epilog="Examples:\n\n  datakit dedup calibrate data/scrape\n\n  datakit dedup calibrate data/scrape --pairs pairs.csv")
 def dedup_calibrate(
-    input_dir: Annotated[Path, typer.Argument(metavar="INPUT", help="A stage folder whose images to sample (its embeddings.parquet, when present, gives the vectors).", exists=True)],
+    input_dir: Annotated[Path, input_argument("A stage folder whose images to sample (its embeddings.parquet, when present, gives the vectors).")],
     pairs: Annotated[Optional[Path], typer.Option(help="CSV a,b,duplicate (paths or image_ids); default: generate pairs.", exists=True)] = None,
     sample: Annotated[int, typer.Option(help="Images to sample when generating pairs.")] = 100,
     seed: Annotated[int, typer.Option(help="Sampling and edit seed.")] = 0,
