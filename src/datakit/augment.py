@@ -399,7 +399,9 @@ def _make_variants(out: pd.DataFrame, parents: list[dict[str, Any]], params: Aug
         done = ex.imap(_augment_chunk, parallel.chunked(tasks, size), params, Path(ctx.root), store.folder,
                        store.durable)
         outcomes = (one for part in done for one in part)
+        ctx.progress.start("augment", len(parents))
         for parent, made in zip(parents, outcomes, strict=True):
+            ctx.progress.advance("augment")
             pid = str(parent["image_id"])
             for outcome in made:
                 if outcome[0] == "fail":

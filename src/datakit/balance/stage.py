@@ -356,7 +356,10 @@ def _oversample(
     copies: Counter[int] = Counter()
     pixels_cache: dict[int, np.ndarray | None] = {}
     rows: list[dict[str, Any]] = []
-    for i in _repeats(y, goal, params.seed):
+    repeats = _repeats(y, goal, params.seed)
+    ctx.progress.start("oversample", len(repeats))
+    for i in repeats:
+        ctx.progress.advance("oversample")
         parent = records[positions[i]]
         pid = str(parent["image_id"])
         if i not in pixels_cache:
