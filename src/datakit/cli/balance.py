@@ -60,7 +60,7 @@ def balance(
         raise fail(exc) from None
     rep = run_command("balance", partial(run_balance, make_variant=make_variant), input_dir, out_dir, p,
                       needs=(SCRAPED, SPLIT), report=report, embeddings=table).report
-    t = Table(title=f"balance ({p.strategy}): {rep['counts']} per class")
+    t = Table(title=f"balance ({p.strategy}): training rows per class", caption=f"counted: {rep['counts']}")
     for col in ("label", "before", "after", "weight"):
         t.add_column(col, justify="left" if col == "label" else "right")
     for label, before in rep["counts_before"].items():
