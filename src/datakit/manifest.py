@@ -157,7 +157,7 @@ def write_table(df: pd.DataFrame, path: Path, schema: pa.Schema | None = None,
     table = _table(df.reset_index(drop=True), schema)
     if metadata:
         merged = dict(table.schema.metadata or {})
-        merged.update({k.encode(): v.encode() for k, v in metadata.items()})
+        merged.update({META_PREFIX + k.encode(): v.encode() for k, v in metadata.items()})
         table = table.replace_schema_metadata(merged)
     def _write(tmp: str) -> None:
         pq.write_table(table, tmp, compression="zstd")
