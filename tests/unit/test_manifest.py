@@ -212,13 +212,16 @@ def test_verify_lists_a_null_image_id_and_checks_the_other_rows(tmp_path) -> Non
 
 def test_audit_manifest_reads_no_file_outside_the_root(tmp_path, monkeypatch) -> None:  # B9, audit's own reader
     from datakit import audit
+    from datakit.audit import fingerprint
+    from datakit.params import AuditParams
+    from datakit.stage import StageContext
 
     root = _escaping_project(tmp_path)
     df = pd.read_parquet(root / "m.parquet").assign(split=["train", "test"] * 4)
     opened: list[str] = []
-    monkeypatch.setattr(audit, "_fingerprints", lambda files, workers: opened.extend(files) or [])
+    monkeypatch.setattr(fingerprint, "fingerprints", lambda files, workers: opened.extend(files) or [])
     with pytest.raises(ManifestError, match=r"outside the project root .* rows 3, 4, 5, 6, 7 "):
-        audit.audit_manifest(df, root)
+        audit.run(df, AuditParams(embeddings="none"), StageContext(root=root))
     assert opened == []
 
 
@@ -236,3 +239,39 @@ def test_report_thumbnails_never_read_a_file_outside_the_root(tmp_path) -> None:
     assert thumbs.uri("images/in.jpg").startswith("data:image/jpeg;base64,")
     for rel in ("images/out.jpg", "../outside/secret.jpg", str(outside / "secret.jpg")):
         assert thumbs.uri(rel) == ""
+
+
+def test_stage_manifest_paths_are_relative_to_its_folder_and_survive_a_copy(tmp_path) -> None:
+    """Issue 14: a copied stage folder names its own files, whatever the working directory."""
+    import shutil
+
+    from datakit.manifest import read_stage_manifest, write_stage_manifest
+
+    root = tmp_path / "proj"
+    (root / ".git").mkdir(parents=True)
+    img = root / "data" / "scrape" / "images" / "ab" / "abc.jpg"
+    img.parent.mkdir(parents=True)
+    img.write_bytes(b"x")
+    df = pd.DataFrame({"image_id": ["abc"], "path": ["data/scrape/images/ab/abc.jpg"]})
+    write_stage_manifest(df, root / "data" / "scrape" / "manifest.parquet", root, stage="scrape")
+    assert pd.read_parquet(root / "data" / "scrape" / "manifest.parquet")["path"].tolist() == ["images/ab/abc.jpg"]
+    back, got_root, meta = read_stage_manifest(root / "data" / "scrape")
+    assert got_root == root and back["path"].tolist() == ["data/scrape/images/ab/abc.jpg"]
+    assert meta == {"paths": "folder", "stage": "scrape"}
+    # a later stage's manifest names the earlier folder's images from its own folder
+    write_stage_manifest(back, root / "data" / "dedup" / "manifest.parquet", root)
+    assert pd.read_parquet(root / "data" / "dedup" / "manifest.parquet")["path"].tolist() == ["../scrape/images/ab/abc.jpg"]
+    # copied elsewhere: the copy's own file
+    shutil.copytree(root / "data" / "scrape", tmp_path / "elsewhere" / "scrape2")
+    copy, copy_root, _ = read_stage_manifest(tmp_path / "elsewhere" / "scrape2")
+    assert (copy_root / copy["path"].iat[0]).resolve() == (tmp_path / "elsewhere" / "scrape2" / "images" / "ab" / "abc.jpg").resolve()
+
+
+def test_legacy_manifest_paths_stay_root_relative(tmp_path) -> None:
+    from datakit.manifest import read_stage_manifest
+
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "s").mkdir()
+    write_table(pd.DataFrame({"image_id": ["a"], "path": ["s/images/a.jpg"]}), tmp_path / "s" / "manifest.parquet")
+    df, root, meta = read_stage_manifest(tmp_path / "s")
+    assert root == tmp_path and df["path"].tolist() == ["s/images/a.jpg"] and meta == {}

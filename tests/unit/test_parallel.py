@@ -160,19 +160,20 @@ def test_dedup_on_the_cluster_is_byte_identical(tmp_path: Path, cluster: paralle
     from datakit.dedup import run
     from datakit.dedup.hashing import hash_paths
     from datakit.params import DedupParams
+    from datakit.stage import StageContext
 
     df = _dedup_manifest(tmp_path)
     p = DedupParams(workers=1)
     with parallel.using(parallel.ComputeParams()):
-        local = run(df, p, root=tmp_path)
+        local = run(df, p, StageContext(root=tmp_path))
     with parallel.using(cluster):
-        remote = run(df, p, root=tmp_path)
+        remote = run(df, p, StageContext(root=tmp_path))
         hashed = hash_paths([tmp_path / x for x in df["path"]])
     assert local.report["pairs"] > 40 and local.report["pairs_via_crop"] > 0 and local.report["conflict_groups"] > 0
     write_table(local.manifest, tmp_path / "local.parquet")
     write_table(remote.manifest, tmp_path / "remote.parquet")
     assert _sha(tmp_path / "local.parquet") == _sha(tmp_path / "remote.parquet")
-    pd.testing.assert_frame_equal(local.pairs, remote.pairs)
+    pd.testing.assert_frame_equal(local.extra["pairs"], remote.extra["pairs"])
     assert [getattr(h, "dhash", None) for h in hashed[:-1]] == local.manifest["dhash"].tolist()[:-1]
     assert hashed[-1].reason == local.manifest["dedup_reason"].iat[-1].split(":")[1]
 
