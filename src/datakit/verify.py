@@ -34,6 +34,11 @@ class VerifyReport:
     def ok(self) -> bool:
         return not self.problems
 
+    def to_dict(self) -> dict[str, object]:
+        """The findings as JSON-ready figures (`datakit verify --report`)."""
+        return {"folder": str(self.folder), "ok": self.ok, "rows": self.rows, "checked": self.checked,
+                "problems": len(self.problems), "breaches": list(self.problems)}
+
 
 
 def verify(folder: Path, *, hashes: bool = True) -> VerifyReport:

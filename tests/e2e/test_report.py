@@ -108,6 +108,7 @@ def run(tmp_path_factory) -> dict[str, Any]:
     _fake_train_and_evaluate(tmp)
     page = tmp / "out" / "report.html"
     res = CliRunner().invoke(_report_app(), ["report", "--data", str(tmp), "--reports", str(r), "--out", str(page),
+                                             "--report", str(tmp / "out" / "report.json"),
                                              "--params", str(params)], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     return {"tmp": tmp, "page": page, "params": params, "output": res.output}
@@ -172,6 +173,11 @@ def test_cli_prints_the_page_path_and_page_is_self_contained(run) -> None:
     assert not re.search(r"(src|href)=[\"']?(https?:|//)", text)  # nothing loaded from elsewhere
     assert "<script" not in text and text.count("data:image/jpeg;base64,") >= 5
     assert "class_weights" in text and "per_query: 12" in text  # params in the header
+
+
+def test_cli_writes_what_the_page_holds_as_json(run) -> None:
+    figures = json.loads((run["tmp"] / "out" / "report.json").read_text())
+    assert figures["path"] == str(run["page"]) and figures["sections"]["funnel"] and figures["thumbnails"] > 0
 
 
 def test_funnel_matches_the_manifests(run) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -314,7 +315,7 @@ def test_verify_reports_every_breach(tmp_path) -> None:
     params = write_params(tmp_path, items=["vest"], attributes=["dotted"], per_query=20)
     out = tmp_path / "out"
     assert invoke("scrape", "--provider", "synthetic", "--params", params, "--out", out, "--report", tmp_path / "r.json").exit_code == 0
-    ok = invoke("verify", out)
+    ok = invoke("verify", out, "--report", tmp_path / "verify.json")
     assert ok.exit_code == 0 and "ok" in ok.output
     m = manifest(out)
     root = out  # no project markers: paths are relative to the scrape folder's project root
@@ -325,8 +326,10 @@ def test_verify_reports_every_breach(tmp_path) -> None:
     orphan.parent.mkdir(exist_ok=True)
     orphan.write_bytes(b"orphan")                       # object without a row
     (out / "images" / "00" / ".x.tmp").write_bytes(b"")  # leftover temp
-    res = invoke("verify", out)
+    res = invoke("verify", out, "--report", tmp_path / "verify.json")
     assert res.exit_code == 1
     for word in ("file missing", "does not hash", "orphan", "temp file"):
         assert word in res.output, word
+    figures = json.loads((tmp_path / "verify.json").read_text())  # --report: the same findings as JSON
+    assert figures["ok"] is False and figures["problems"] == len(figures["breaches"]) >= 4
     assert len(m) > 2 and root.exists()

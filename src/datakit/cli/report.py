@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from datakit.cli.common import ParamsOpt, report_option
 from datakit.console import err, out
 from datakit.console import fail as _fail
 from datakit.errors import DatakitError
@@ -46,22 +47,27 @@ def register(app: typer.Typer) -> None:
         data: Annotated[Path, typer.Option(help="Folder holding the stage folders (scrape/, dedup/, split/, ... train/, evaluate/).", file_okay=False)] = Path("data"),
         reports: Annotated[Path, typer.Option(help="Folder holding the stages' figures (<stage>.json).", file_okay=False)] = Path("reports"),
         out_file: Annotated[Path, typer.Option("--out", help="The HTML page to write (one self-contained file).", dir_okay=False)] = Path("reports/report.html"),
-        params_file: Annotated[Optional[Path], typer.Option("--params", help="params.yaml to show in the header (default: ./params.yaml if present).", dir_okay=False)] = None,
+        params_file: ParamsOpt = None,
         stage: Annotated[Optional[list[str]], typer.Option("--stage", help="NAME=PATH: a stage folder somewhere else than DATA/NAME (repeatable).")] = None,
+        report: Annotated[Optional[Path], report_option("report")] = None,
     ) -> None:
         """Write one static HTML page for a pipeline run: counts at every stage per label and query,
         duplicate and label-conflict galleries, the audit, balance, training curves, the confusion
         matrix, the learning curve and the most confident mistakes.
 
         Every part is optional: what is absent is named on the page. The page embeds its images and
-        charts (no script, no external URL), so it opens offline."""
+        charts (no script, no external URL), so it opens offline. The params file is shown in the
+        header; what the page holds (sections, counts) goes to --report as JSON."""
+        from datakit.console import write_report
         from datakit.report import build_report, params_file_for, stage_folders
+        from datakit.stage import stage_report_path
 
         try:
             stages = stage_folders(data, parse_stage_overrides(stage))
             result = build_report(stages, reports, out_file, params_file=params_file_for(params_file))
         except DatakitError as exc:
             raise _fail(exc) from None
+        write_report(stage_report_path("report", report), result)
         for line in result["absent"]:
             err.print(f"not in this run: {line}", highlight=False, markup=False)
         for line in result["notes"]:

@@ -48,7 +48,7 @@ def scrape(
     """
     from datakit.parallel import configure_from_params
     from datakit.params import load_params, section
-    from datakit.scrape import Interrupted, Scraper
+    from datakit.scrape import Interrupted, Scraper, context, run
     from datakit.stage import stage_report_path
 
     if api_key is not None:
@@ -61,17 +61,17 @@ def scrape(
         configure_from_params(params)  # download shards run on the Dask cluster when one is set
         p = section(params, "scrape", per_query=per_query, **({"fetch.allow_private": True} if allow_private else {}))
         name = provider or p.provider
-        scraper = Scraper(p, provider=name, out=out_dir, source=str(source) if source else None, endpoint=endpoint,
-                          extend=extend, retry_failed=retry_failed)
-        if dry_run:
+        where = {"source": str(source) if source else None, "endpoint": endpoint}
+        if dry_run:  # the plan only: queries and settings, no request, no write
+            scraper = Scraper(p, provider=name, out=out_dir, **where)
             out.print(f"provider {name}  endpoint {scraper.provider.endpoint or '-'}  per_query {p.per_query}  "
                       f"label {p.label}  queries {len(scraper.queries)}")
             for q in scraper.queries:
                 out.print(f"  {q.text!r} -> label {q.label!r}")
             return
         with RichUi() as ui:
-            scraper.ui = ui
-            result = scraper.run(stage_report_path("scrape", report))
+            result = run(p, context(out_dir, ui), provider=name, extend=extend, retry_failed=retry_failed,
+                         report=stage_report_path("scrape", report), **where)
     except Interrupted as exc:
         raise _fail(exc, exc.exit_code) from None
     except DatakitError as exc:

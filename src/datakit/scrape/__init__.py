@@ -162,9 +162,13 @@ class Scraper:
         self.extend = extend
         self.retry_failed = retry_failed
         self.ui: Progress = progress or NoProgress()
-        from datakit.scrape.providers import get_provider  # the registry imports every provider
+        from datakit.params import unknown_key_message
+        from datakit.scrape.providers import REGISTRY, get_provider  # the registry imports every provider
 
         cls = get_provider(provider)
+        for name in params.providers:  # settings under a misspelt name would be left unused without a word
+            if name not in REGISTRY:
+                raise ParamsError(f"scrape.providers: {unknown_key_message(name, sorted(REGISTRY), 'provider')}")
         pp = params.providers.get(provider)
         self.settings = ProviderSettings(
             endpoint=endpoint or (pp.endpoint if pp else None),
@@ -550,6 +554,12 @@ def typed_failures(failures: pd.DataFrame) -> pd.DataFrame:
         if f.name in out.columns and pa.types.is_integer(f.type):
             out[f.name] = pd.array([None if v is None or pd.isna(v) else int(v) for v in out[f.name]], dtype="Int32")
     return out
+
+
+def context(out: Path, progress: Progress | None = None) -> StageContext:
+    """The stage context of a scrape into `out`: acquisition reads no input folder, so its root is
+    the core rule's for the output folder (`find_project_root`)."""
+    return StageContext(root=find_project_root(Path(out)), out=Path(out), progress=progress or NoProgress())
 
 
 def run(params: ScrapeParams, ctx: StageContext, *, provider: str | None = None, source: str | None = None,

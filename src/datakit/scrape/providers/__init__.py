@@ -40,12 +40,12 @@ for _offline in (SyntheticProvider, FolderProvider, UrlsProvider):
 
 def get_provider(name: str) -> type[Provider]:
     """The provider class registered as `name`; ParamsError listing the allowed names otherwise."""
+    from datakit.params import unknown_key_message
+
     try:
         return REGISTRY[name]
     except KeyError:
-        raise ParamsError(
-            f"unknown provider {name!r}; allowed: {', '.join(sorted(REGISTRY))}"
-        ) from None
+        raise ParamsError(unknown_key_message(name, sorted(REGISTRY), "provider")) from None
 
 
 __all__ = [
