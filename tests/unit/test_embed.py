@@ -236,9 +236,9 @@ def test_dedup_embedding_signal_links_what_dhash_misses(tmp_path: Path) -> None:
     X[5] = X[1] + 0.01  # the re-crop's vector: next to its original's
     X[3] = X[2] + 0.02  # a look-alike shot: near-identical vector, another picture
     ids = df["image_id"].tolist()
-    plain = dedup(df, DedupParams(), root=tmp_path)
+    plain = dedup(df, DedupParams(), StageContext(root=tmp_path))
     assert plain.report["groups"] == 0 and plain.report["signals"] == ["dhash"]
-    both = dedup(df, DedupParams(), root=tmp_path, embeddings=(ids, X))  # the default uses the vectors
+    both = dedup(df, DedupParams(), StageContext(root=tmp_path), vectors=(ids, X))  # the default uses the vectors
     m = both.manifest
     assert both.report["signals"] == ["dhash", "embedding"] and both.report["groups"] == 1
     assert both.report["candidates_by_signal"]["embedding"] == 2 and both.report["rejected_by_verify"] == 1
@@ -246,11 +246,12 @@ def test_dedup_embedding_signal_links_what_dhash_misses(tmp_path: Path) -> None:
     assert m["keep"].sum() == 5
     dropped = m[~m["keep"]].iloc[0]
     assert dropped["dup_distance"] > 28  # far apart in dhash: only the embedding found it
-    assert list(both.pairs["via"]) == ["embedding"] and both.pairs["similarity"].iat[0] > 0.99
-    assert both.pairs["match"].iat[0] >= 0.97
-    unverified = dedup(df, DedupParams(verify=False), root=tmp_path, embeddings=(ids, X))
+    pairs = both.extra["pairs"]
+    assert list(pairs["via"]) == ["embedding"] and pairs["similarity"].iat[0] > 0.99
+    assert pairs["match"].iat[0] >= 0.97
+    unverified = dedup(df, DedupParams(verify=False), StageContext(root=tmp_path), vectors=(ids, X))
     assert unverified.report["groups"] == 2  # without the overlay check the look-alikes merge
     with pytest.raises(ParamsError, match=r"dedup\.signals: 'embedding' needs an embeddings table"):
-        dedup(df, DedupParams(signals=["dhash", "embedding"]), root=tmp_path)
+        dedup(df, DedupParams(signals=["dhash", "embedding"]), StageContext(root=tmp_path))
     with pytest.raises(ManifestError, match="have no vector"):
-        dedup(df, DedupParams(signals=["embedding"]), root=tmp_path, embeddings=(ids[:3], X[:3]))
+        dedup(df, DedupParams(signals=["embedding"]), StageContext(root=tmp_path), vectors=(ids[:3], X[:3]))
