@@ -121,6 +121,8 @@ REASONS: dict[str, str] = {
     "missing_file": "the local file named by the source does not exist",
     "no_image": "the row names no image file (colors: path is null)",
     "analysis_error": "the image decoded but could not be analysed (colors: e.g. an OpenCV error)",
+    "no_embedding": "the embeddings table has no vector for this image (embed this input first)",
+    "reviewed_remove": "a person removed it in `datakit review` (review/decisions.csv)",
     "smote_too_few": "a class had fewer than two readable images to interpolate between",
     "undersampled": "balance marked the row keep=False to bring its class down to balance.target",
     "no_vector": "the embeddings table has no vector for this image (run datakit embed on this manifest)",
