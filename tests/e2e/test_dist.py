@@ -80,11 +80,12 @@ def test_ranks_with_uneven_steps_do_not_deadlock(tmp_path: Path) -> None:
     batch and takes one step fewer than rank 1 (DDP's Join keeps the gradient all-reduces paired)."""
     import torch
 
-    from datakit.train.data import has_image, load_input, split_rows
+    from datakit.stage import SPLIT, load_input
+    from datakit.train.data import has_image, split_rows
 
     balance = make_project(tmp_path, per=(10, 5, 5))
     _params(tmp_path, cache=False, batch_size=2, epochs=1, dvclive=False, online_augment=False)
-    df, _root = load_input(balance)
+    df = load_input(balance, needs=(SPLIT,)).manifest
     train = split_rows(df, "train", originals_only=False)
     train = train[has_image(train)]
     g = torch.Generator()

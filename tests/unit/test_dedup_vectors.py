@@ -17,8 +17,8 @@ from datakit.dedup.vectors import (
     neighbour_pairs,
     pair_similarities,
 )
-from datakit.embed import write_embeddings
 from datakit.errors import ManifestError
+from datakit.vectors import write_embeddings
 
 
 def _ref(X: np.ndarray, k: int, thr: float, side: np.ndarray | None = None) -> dict[tuple[int, int], float]:

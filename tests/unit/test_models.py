@@ -292,8 +292,14 @@ def _photo_manifest(root: Path) -> pd.DataFrame:
 
 
 def test_embed_defaults_give_stable_pretrained_vectors(tmp_path: Path) -> None:
-    from datakit.embed import META, parse_embed, read_embeddings, run
+    from datakit.embed import parse_embed
+    from datakit.embed import run as embed_stage
     from datakit.images import load_image
+    from datakit.stage import StageContext
+    from datakit.vectors import META, read_embeddings
+
+    def run(df: pd.DataFrame, p: Any, *, root: Path, out_dir: Path) -> dict:
+        return embed_stage(df, p, StageContext(root=root, out=out_dir)).report
 
     df = _photo_manifest(tmp_path)
     p = parse_embed({"device": "cpu", "batch_size": 4})
@@ -327,16 +333,24 @@ def test_embed_defaults_give_stable_pretrained_vectors(tmp_path: Path) -> None:
 
 def test_finetune_and_probe_on_the_pretrained_backbone(tmp_path: Path) -> None:
     from datakit.augment import parse_augment
+    from datakit.cli.train import OnlineAugmenter
     from datakit.embed import parse_embed
-    from datakit.embed import run as embed
-    from datakit.train.data import load_input
-    from datakit.train.loop import run as train
+    from datakit.embed import run as embed_stage
+    from datakit.stage import SPLIT, StageContext, load_input
+    from datakit.train.loop import train_folder
     from datakit.train.params import parse_train
     from datakit.train.predict import load_model
     from tests.unit.test_train import make_project
 
+    def train(df: pd.DataFrame, params: Any, *, root: Path, input_dir: Path, out_dir: Path, augment: Any) -> dict:
+        return train_folder(input_dir, out_dir, params, augment=OnlineAugmenter(augment)).report
+
+    def embed(df: pd.DataFrame, p: Any, *, root: Path, out_dir: Path) -> dict:
+        return embed_stage(df, p, StageContext(root=root, out=out_dir)).report
+
     balance = make_project(tmp_path, per=(4, 2, 2))
-    df, root = load_input(balance)
+    inp = load_input(balance, needs=(SPLIT,))
+    df, root = inp.manifest, inp.root
     # finetune: timm's classifier replaced by a 3-class head, backbone trained at lr x 0.1
     ft = train(df, parse_train({"backbone": LITE0, "image_size": 32, "epochs": 1, "batch_size": 6, "num_workers": 0,
                                 "dvclive": False, "device": "cpu", "patience": 0}),

@@ -249,16 +249,19 @@ def test_augment_on_the_cluster_is_byte_identical(tmp_path: Path, cluster: paral
 
 
 def test_embed_on_the_cluster_is_byte_identical(tmp_path: Path, cluster: parallel.ComputeParams) -> None:
-    from datakit.embed import EMBEDDINGS, META, EmbedParams, read_embeddings, run
+    from datakit.embed import EmbedParams, run
+    from datakit.stage import StageContext
+    from datakit.vectors import EMBEDDINGS, META, read_embeddings
 
     df = _split_manifest(tmp_path, n=21)
     p = EmbedParams(backbone="resnet18", pretrained=False, image_size=32, batch_size=4, workers=0)
-    failures_local: list[dict] = []
-    failures_remote: list[dict] = []
     with parallel.using(parallel.ComputeParams()):
-        local = run(df, p, root=tmp_path, out_dir=tmp_path / "local", failures=failures_local)
+        res_local = run(df, p, StageContext(root=tmp_path, out=tmp_path / "local"))
     with parallel.using(cluster):
-        remote = run(df, p, root=tmp_path, out_dir=tmp_path / "remote", failures=failures_remote)
+        res_remote = run(df, p, StageContext(root=tmp_path, out=tmp_path / "remote"))
+    local, remote = res_local.report, res_remote.report
+    failures_local = res_local.failures.to_dict("records")
+    failures_remote = res_remote.failures.to_dict("records")
     assert local["embedded"] == remote["embedded"] == 21 and local["computed"] == 21
     assert "dask (2 workers)" in remote["device"]
     assert failures_local == failures_remote and [f["reason"] for f in failures_local] == ["missing_file"]
