@@ -220,6 +220,7 @@ class Params(_Model):
     compute: dict[str, Any] = Field(default_factory=dict)  # validated by datakit.parallel.parse_compute
     train: dict[str, Any] = Field(default_factory=dict)  # validated by datakit.train.params.parse_train
     evaluate: dict[str, Any] = Field(default_factory=dict)  # validated by datakit.train.params.parse_evaluate
+    suspects: dict[str, Any] = Field(default_factory=dict)  # validated by datakit.curation.suspects.parse_suspects
     colors: dict[str, Any] = Field(default_factory=dict)  # validated by datakit.colors.parse_colors
 
 
@@ -234,6 +235,7 @@ SECTIONS: dict[str, str] = {
     "train": "datakit.train.params:parse_train",
     "evaluate": "datakit.train.params:parse_evaluate",
     "colors": "datakit.colors:parse_colors",
+    "suspects": "datakit.curation.suspects:parse_suspects",
 }
 
 
