@@ -183,7 +183,8 @@ def score(X: np.ndarray, y: np.ndarray, K: int, groups: np.ndarray, s: Settings 
     if n < 3 or K < 2:
         raise ValueError("label noise needs at least three images and two labels")
     fold = group_folds(groups, y, max(2, min(s.folds, n)), s.seed)
-    probe = probe_probs(_whiten(X, s.dims), y, K, fold, s)
+    # A few hundred images cannot fit 256 whitened directions: at most one per 5 images.
+    probe = probe_probs(_whiten(X, min(s.dims, max(8, n // 5))), y, K, fold, s)
     near, mean_sim = neighbour_probs(X, y, K, groups, s.neighbours)
     P = (probe + near) / 2
     idx = np.arange(n)
