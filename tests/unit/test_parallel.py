@@ -227,6 +227,7 @@ def _split_manifest(root: Path, n: int = 14) -> pd.DataFrame:
 
 def test_augment_on_the_cluster_is_byte_identical(tmp_path: Path, cluster: parallel.ComputeParams) -> None:
     from datakit.augment import AugmentParams, run
+    from datakit.stage import StageContext
 
     df = _split_manifest(tmp_path)
     p = AugmentParams(variants=3, seed=5)
@@ -234,9 +235,10 @@ def test_augment_on_the_cluster_is_byte_identical(tmp_path: Path, cluster: paral
     for name, compute in [("inline", parallel.ComputeParams(workers=1)), ("pool", parallel.ComputeParams(workers=2, chunk_size=2)),
                           ("dask", cluster)]:
         shutil.rmtree(tmp_path / "aug", ignore_errors=True)  # the same output folder each time
-        failures: list[dict] = []
         with parallel.using(compute):
-            out = run(df, p, root=tmp_path, store=ImageStore(tmp_path / "aug"), failures=failures)
+            res = run(df, p, StageContext(root=tmp_path, out=tmp_path / "aug"))
+        out = res.manifest
+        failures = res.failures.to_dict("records")
         write_table(out, tmp_path / f"{name}.parquet")
         files = {x: (tmp_path / x).read_bytes() for x in out.loc[out["origin"] == "augmented", "path"]}
         runs[name] = (_sha(tmp_path / f"{name}.parquet"), failures, files)
