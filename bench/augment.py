@@ -9,7 +9,7 @@ What it does, in one run:
    ``keep=True``, labels ``class0``..``class9``);
 2. times, ``--repeat`` times and interleaved (the order alternates between repeats):
 
-   * ``datakit``: ``datakit.augment.run(manifest, params, root=..., store=ImageStore(...))``
+   * ``datakit``: ``datakit.augment.run(manifest, params, StageContext(root=..., out=...))``
      with the params of ``--preset`` / ``--variants`` (default: preset ``fashion``, 2 variants,
      JPEG quality 92): decode with datakit's checks, the seeded pipeline, the applied
      parameters as JSON, JPEG encode, content-addressed atomic store, the new manifest rows;
@@ -108,13 +108,13 @@ def build_inputs(work: Path, n: int) -> tuple[Path, Any]:
 def run_datakit(root: Path, df: Any, params: Any) -> tuple[float, float, float, Any]:
     """(wall seconds, CPU seconds, other processes' CPU seconds, result manifest) of one `augment.run`."""
     from datakit.augment import run
-    from datakit.images import ImageStore
+    from datakit.stage import StageContext
 
     out = root / "data" / "aug"
     shutil.rmtree(out, ignore_errors=True)
     os.sync()
     b0, t0, c0 = _machine_busy(), time.perf_counter(), time.process_time()
-    result = run(df, params, root=root, store=ImageStore(out), failures=[])
+    result = run(df, params, StageContext(root=root, out=out)).manifest
     wall, used = time.perf_counter() - t0, time.process_time() - c0
     return wall, used, _machine_busy() - b0 - used, result
 

@@ -176,7 +176,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         check = None
         del Xr, yr
     else:
-        from datakit.smote import interpolate
+        from datakit.balance.smote import interpolate
 
         list(interpolate(X[:300], 300, args.k, np.random.default_rng(0)))  # first-call costs
         rss_before = status_kib("VmRSS")

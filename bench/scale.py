@@ -134,15 +134,16 @@ def bench_augment(df: Any, root: Path, work: Path, kind: str, workers: int) -> t
 
     from datakit import parallel
     from datakit.augment import AugmentParams, run
-    from datakit.images import ImageStore
+    from datakit.stage import StageContext
 
     p = AugmentParams(variants=2, seed=0)
     out_dir = work / "augment-out"
     with parallel.using(settings(kind, workers)):
         shutil.rmtree(out_dir, ignore_errors=True)
-        run(df.head(16 * workers), p, root=root, store=ImageStore(out_dir))  # warm: pipelines built
+        run(df.head(16 * workers), p, StageContext(root=root, out=out_dir))  # warm: pipelines built
         shutil.rmtree(out_dir, ignore_errors=True)
-        secs, out = timed(lambda: run(df, p, root=root, store=ImageStore(out_dir)))
+        secs, res = timed(lambda: run(df, p, StageContext(root=root, out=out_dir)))
+        out = res.manifest
     digest = hashlib.sha256(out.drop(columns=["parent_ids"]).to_json().encode()).hexdigest()[:16]
     return len(df) / secs, digest
 
