@@ -43,6 +43,7 @@ def test_the_manifest_stores_paths_relative_to_its_folder(scraped: Path) -> None
     assert paths and all(p.startswith("images/") for p in paths)  # not data/scrape/images/...
     failures = pq.read_schema(scraped / "failures.parquet")  # the one writer keeps the failures' integer types
     assert all(str(failures.field(c).type) == "int32" for c in ("rank", "attempts")), failures
+    assert set(pq.read_table(scraped / "failures.parquet").column("stage").to_pylist()) == {"scrape"}
     df, root, _ = read_stage_manifest(scraped / MANIFEST)
     assert root == scraped.parents[1]  # in memory: relative to the project root again
     assert all(p.startswith("data/scrape/images/") for p in df["path"])

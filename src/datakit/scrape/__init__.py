@@ -546,13 +546,16 @@ class Scraper:
 
 
 def typed_failures(failures: pd.DataFrame) -> pd.DataFrame:
-    """The failures frame with FAILURE_SCHEMA's integer columns as nullable Int32, so the one
-    writer (which infers the types of columns outside the stage failure schema) stores them as
-    int32, as before, rather than as doubles where a value is missing."""
+    """The failures table as the one writer stores it: FAILURE_SCHEMA's columns (a result has a
+    URL, a query, a rank... rather than a manifest path), plus the `stage` column every stage's
+    failures carry. Integer columns become nullable Int32, so the writer (which infers the types of
+    columns outside the stage failure schema) stores them as int32, as before, rather than as
+    doubles where a value is missing."""
     out = failures.copy()
     for f in FAILURE_SCHEMA:
         if f.name in out.columns and pa.types.is_integer(f.type):
             out[f.name] = pd.array([None if v is None or pd.isna(v) else int(v) for v in out[f.name]], dtype="Int32")
+    out["stage"] = STAGE
     return out
 
 
