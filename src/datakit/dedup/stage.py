@@ -132,7 +132,8 @@ def plan(params: DedupParams, have_embeddings: bool) -> Plan:
         raise ParamsError("dedup.signals: name at least one signal (dhash, embedding), or leave it out for the default")
     if "embedding" in signals and not have_embeddings:
         raise ParamsError(
-            "dedup.signals: 'embedding' needs an embeddings table: run `datakit embed INPUT --out DIR` and pass "
+            "dedup.signals: 'embedding' needs an embeddings table (no embeddings.parquet in INPUT, no --embeddings, "
+            "no dedup.embeddings): run `datakit embed INPUT --out DIR` and pass "
             "--embeddings DIR (or set dedup.embeddings), or use signals: [dhash]"
         )
     with_vectors = "embedding" in signals
