@@ -167,6 +167,7 @@ def main(argv: list[str]) -> int:
 
     from datakit.colors import ColorsParams, load_palette, run
     from datakit.manifest import find_project_root
+    from datakit.stage import StageContext
 
     work = args.work.resolve()
     scrape = make_images(work, args.params.resolve())
@@ -195,7 +196,7 @@ def main(argv: list[str]) -> int:
             secs, cpu_s, out = _timed(lambda: naive_loop(paths[:naive_n], basic, base.k)[1])
         else:
             workers = 1 if label == "datakit_1proc" else 0
-            secs, cpu_s, out = _timed(lambda: run(df, base.model_copy(update={"workers": workers}), root=root, palette=basic))
+            secs, cpu_s, out = _timed(lambda: run(df, base.model_copy(update={"workers": workers}), StageContext(root=root), palette=basic))
         wall[label].append(secs)
         results[label] = out
         cpu_text = ""
@@ -221,9 +222,9 @@ def main(argv: list[str]) -> int:
 
     if not args.no_ablations:
         for fg in ("none", "border", "grabcut"):
-            m = run(df, base.model_copy(update={"foreground": fg}), root=root, palette=basic).manifest
+            m = run(df, base.model_copy(update={"foreground": fg}), StageContext(root=root), palette=basic).manifest
             quality[f"datakit_foreground_{fg}"] = accuracy(list(m["color_1"]), rows)
-        m = run(df, base.model_copy(update={"palette": "fashion"}), root=root).manifest
+        m = run(df, base.model_copy(update={"palette": "fashion"}), StageContext(root=root)).manifest
         quality["datakit_fashion_family"] = accuracy(list(m["color_1_family"]), rows)
 
     print()
