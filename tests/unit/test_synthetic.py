@@ -22,6 +22,7 @@ from datakit.scrape.providers.synthetic import (
     ResultTruth,
     SyntheticProvider,
     result_count,
+    synthesize,
 )
 from datakit.scrape.providers.synthetic_options import DEFAULT_OPTIONS, SyntheticOptions
 from datakit.scrape.synthetic_render import (
@@ -366,3 +367,21 @@ def test_default_options_are_accepted_and_formats_weights_apply() -> None:
     originals = [h for h in hits if truth_of(p, h).kind == "original"]
     assert originals and all(h.declared_type == "image/png" for h in originals)
     assert all(decode(h.data or b"").format == "PNG" for h in originals)
+
+
+def test_wrong_item_results_show_another_item_never_returned_elsewhere() -> None:
+    """Issue 15: `wrong_item` plants wrong labels the suspects stage must find by the look alone."""
+    opts = {"wrong_item": 0.2, "exact_dup": 0, "near_dup": 0, "cross_query": 0, "broken": 0, "min_fraction": 1.0}
+    q = Query(text="striped vest", label="vest", item="vest", attribute="striped")
+    pairs = synthesize(q, 20, 0, opts)
+    wrong = [t for _, t in pairs if t.kind == "wrong_item"]
+    assert len(wrong) == 4
+    assert all(t.garment.item != "vest" and t.garment.pattern == "striped" for t in wrong)
+    others = {t.garment.item for t in wrong}
+    # none of them is a picture the other item's own query returns
+    returned = set()
+    for item in others:
+        returned |= {t.image_id for _, t in synthesize(Query(text=f"striped {item}", label=item, item=item, attribute="striped"), 20, 0, opts)}
+    assert not {t.image_id for t in wrong} & returned
+    # off by default: the default lists are what they were
+    assert all(t.kind != "wrong_item" for _, t in synthesize(q, 20, 0, {}))

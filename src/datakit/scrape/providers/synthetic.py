@@ -13,6 +13,8 @@ of the pipeline has something to clean:
   query returns at that rank;
 * **broken files**: a truncated JPEG, zero bytes, an HTML error page or random bytes, all declared
   as images;
+* **wrong labels** (`wrong_item`, off by default): a garment of another item with the query's
+  attribute, a picture no other query returns, so only its look gives it away (`datakit suspects`);
 * **unequal counts**: a query "has" between `min_fraction` and 100 % of the results asked for
   (drawn per query), so `search(query, n)` returns fewer than `n` for most queries.
 
@@ -32,6 +34,7 @@ exact_dup      0.05                                         share of results tha
 near_dup       0.10                                         share that are near-duplicates
 cross_query    0.03                                         share copied from another query
 broken         0.03                                         share of broken files
+wrong_item     0.0                                          share showing another item (a wrong label to find)
 min_fraction   0.55                                         least share of `n` a query returns
 size           320                                          longest side; sides are size/2..size
 formats        {"jpeg": 0.85, "png": 0.10, "webp": 0.05}    relative weights of stored formats
@@ -180,7 +183,7 @@ class Slot:
 
     Attributes:
         rank: 1-based rank in the list.
-        kind: "original", "exact_dup", "near_dup", "cross_query" or "broken".
+        kind: "original", "exact_dup", "near_dup", "cross_query", "broken" or "wrong_item".
         source_rank: rank of the source picture (in this list, or in `source_key`'s list).
         source_key: the other query, for "cross_query".
         variant: "exact"/"near" for cross-query copies; "truncated", "empty", "html" or
@@ -218,7 +221,7 @@ def _layout(key: QueryKey, want: int, seed: int, opts: SyntheticOptions,
     counts = {k: int(getattr(opts, k) * total + 0.5) for k in SHARES}
     if not cross_possible:
         counts["cross_query"] = 0
-    for k in ("cross_query", "near_dup", "exact_dup", "broken"):  # keep at least one original
+    for k in ("wrong_item", "cross_query", "near_dup", "exact_dup", "broken"):  # keep at least one original
         excess = sum(counts.values()) - (total - 1)
         if excess > 0:
             counts[k] -= min(counts[k], excess)
@@ -261,6 +264,10 @@ def plan_results(key: QueryKey, want: int, seed: int, opts: SyntheticOptions) ->
             variant = broken_names[int(rng.choice(len(broken_names), p=broken_p / broken_p.sum()))]
             source = originals[int(rng.integers(len(originals)))]
             slots.append(Slot(rank, kind, source_rank=source, variant=variant))
+        elif kind == "wrong_item":  # a fresh drawing of another item: past any rank that query returns
+            others = [QueryKey(i, key.attribute) for i in ITEMS if i != key.item] or neighbours
+            other = others[int(rng.integers(len(others)))]
+            slots.append(Slot(rank, kind, source_rank=want + 1 + rank, source_key=other, variant="wrong_item"))
         else:  # cross_query
             other = neighbours[int(rng.integers(len(neighbours)))]
             other_kinds = _layout(other, want, seed, opts, True)
@@ -280,7 +287,7 @@ class ResultTruth:
     """Ground truth of one synthetic result.
 
     Attributes:
-        kind: "original", "exact_dup", "near_dup", "cross_query" or "broken".
+        kind: "original", "exact_dup", "near_dup", "cross_query", "broken" or "wrong_item".
         variant: see `Slot.variant`.
         image_id: the original picture shown (for broken files: the picture a truncated file
             was cut from, else None). Equal ids mean the same drawing.

@@ -17,13 +17,14 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "near_dup": 0.10,
     "cross_query": 0.03,
     "broken": 0.03,
+    "wrong_item": 0.0,
     "min_fraction": 0.55,
     "size": 320,
     "formats": {"jpeg": 0.85, "png": 0.10, "webp": 0.05},
 }
 """Option keys accepted in `settings.options`, with their defaults."""
 
-SHARES = ("exact_dup", "near_dup", "cross_query", "broken")  # the kinds of messy result, as shares of a list
+SHARES = ("exact_dup", "near_dup", "cross_query", "broken", "wrong_item")  # the kinds of messy result, as shares of a list
 
 
 
@@ -35,6 +36,7 @@ class SyntheticOptions:
     near_dup: float = 0.10
     cross_query: float = 0.03
     broken: float = 0.03
+    wrong_item: float = 0.0
     min_fraction: float = 0.55
     size: int = 320
     formats: tuple[tuple[str, float], ...] = (("jpeg", 0.85), ("png", 0.10), ("webp", 0.05))
@@ -71,7 +73,7 @@ class SyntheticOptions:
         total = sum(values[k] for k in SHARES)
         if total > 0.9:
             raise ParamsError(
-                f"{where}: exact_dup + near_dup + cross_query + broken must be <= 0.9, got {total:g}"
+                f"{where}: exact_dup + near_dup + cross_query + broken + wrong_item must be <= 0.9, got {total:g}"
             )
         size = options.get("size", DEFAULT_OPTIONS["size"])
         if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= 4096:
