@@ -111,7 +111,7 @@ def _start_review(tmp: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str
 async def _review(url: str, workdir: Path, plan: list[tuple[str, str]]) -> dict:
     async with open_page(workdir) as page:
         await page.goto(url)
-        key_of = await page.wait("window.S && S.keys")
+        key_of = await page.wait("typeof S !== 'undefined' && S && S.keys")
 
         async def current() -> str:
             return await page.wait("document.getElementById('current').dataset.key")
@@ -132,7 +132,7 @@ async def _review(url: str, workdir: Path, plan: list[tuple[str, str]]) -> dict:
             await do(key)
             if n == 2:  # close and reopen mid-way: the page resumes at the next undecided item
                 await page.call("Page.reload", ignoreCache=True)
-                await page.wait("document.readyState === 'complete' && window.S")
+                await page.wait("document.readyState === 'complete' && typeof S !== 'undefined' && S && S.keys")
         return {"seen": seen, "errors": page.errors(), "requests": page.requests(),
                 "progress": await page.eval("document.getElementById('progress').textContent")}
 
