@@ -30,7 +30,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 DEMO = REPO / "pipelines" / "demo"
 BIN = Path(sys.executable).parent
-STAGES = ["scrape", "embed", "dedup", "split", "audit", "augment", "embed_augment", "balance", "train", "evaluate", "report"]
+STAGES = ["scrape", "embed", "dedup", "suspects", "curate", "split", "audit", "augment", "embed_augment", "balance",
+          "train", "evaluate", "report"]
+DATA_STAGES = STAGES[:STAGES.index("train")]  # what a train.lr change must not re-run
+AFTER_AUDIT = STAGES[STAGES.index("augment"):]  # what a failed audit must stop
 BUCKET = "datakit-e2e"
 UP_TO_DATE = "Data and pipelines are up to date."
 
@@ -150,6 +153,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     shutil.copytree(REPO / "src" / "datakit", root / "src" / "datakit",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     write_pipeline(root)
+    shutil.copytree(DEMO / "review", root / "review")  # the (empty) decisions file curate depends on
     (root / ".gitignore").write_text(".datakit/\n")  # the trainer's pixel cache at the project root
     p.git("init", "-q")
     p.dvc("init", "-q")
@@ -324,9 +328,9 @@ def test_grid_through_the_dvc_queue(project: Project) -> None:
 
     # a new lr re-runs train/evaluate/report only; the data stages come from the cache
     log = project.dvc("queue", "logs", found[0.01]["name"]).stdout
-    for stage in STAGES[:8]:
+    for stage in DATA_STAGES:
         assert f"Running stage '{stage}'" not in log, f"{stage} re-ran for a train.lr change"
-    for stage in STAGES[8:]:
+    for stage in STAGES[len(DATA_STAGES):]:
         assert f"Running stage '{stage}'" in log, log[-3000:]
     # the baseline's own lr re-runs nothing
     log = project.dvc("queue", "logs", found[0.003]["name"]).stdout
@@ -416,7 +420,7 @@ def test_audit_gate_stops_repro_on_leaks(project: Project, local_remote: Path,
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0, text
     assert "Running stage 'audit'" in text and "failed to reproduce 'audit'" in text, text
-    for stage in STAGES[5:]:
+    for stage in AFTER_AUDIT:
         assert f"Running stage '{stage}'" not in text, f"{stage} ran past a failed audit"
 
     audit = json.loads((clone.root / "reports" / "audit.json").read_text())
@@ -424,4 +428,4 @@ def test_audit_gate_stops_repro_on_leaks(project: Project, local_remote: Path,
     after = clone.lock()["stages"]
     assert after["split"] != before["split"]  # the new split was locked...
     assert after["audit"] == before["audit"]  # ...the failed audit was not
-    assert all(after[s] == before[s] for s in STAGES[5:])
+    assert all(after[s] == before[s] for s in AFTER_AUDIT)

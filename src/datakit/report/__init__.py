@@ -40,9 +40,10 @@ from datakit.manifest import find_project_root
 from datakit.report.charts import svg_line_chart
 from datakit.report.evaluation import confusion, evaluation_section, training_section
 from datakit.report.parts import RunFiles, Thumbs, esc, html_table
+from datakit.report.review import review_section
 from datakit.report.sections import audit_section, balance_section, duplicates_section, funnel, funnel_section
 
-STAGES = ("scrape", "dedup", "split", "audit", "augment", "embed", "balance", "train", "evaluate")
+STAGES = ("scrape", "dedup", "suspects", "curate", "split", "audit", "augment", "embed", "balance", "train", "evaluate")
 VERSIONS = ("torch", "torchvision", "albumentations", "scikit-learn", "imbalanced-learn", "pandas", "pillow", "dvc")
 
 _CSS = """
@@ -121,6 +122,7 @@ def _versions() -> list[tuple[str, str]]:
 _SECTIONS = {
     "funnel": ("Counts at every stage", "scrape, dedup or split manifests"),
     "duplicates": ("Duplicates", "dedup/manifest.parquet"),
+    "review": ("Label review", "reports/suspects.json or reports/curate.json"),
     "audit": ("Audit", "reports/audit.json"),
     "balance": ("Balance", "reports/balance.json"),
     "training": ("Training", "train/history.csv or reports/train.json"),
@@ -166,6 +168,10 @@ def build_report(stages: Mapping[str, Path], reports_dir: Path | None, out: Path
         "training": training_section(run),
         "evaluation": evaluation_section(run, thumbs, max_mistakes),
     }
+    review = review_section(run)  # an optional branch: shown when suspects/curate ran, never listed as absent
+    if review is not None:
+        built = {"funnel": built["funnel"], "duplicates": built["duplicates"], "review": review,
+                 **{k: v for k, v in built.items() if k not in ("funnel", "duplicates")}}
     absent = [f"{_SECTIONS[k][0]}: no {_SECTIONS[k][1]}" for k, v in built.items() if v is None]
     if thumbs.used >= max_thumb_bytes:
         notes.append(f"thumbnail budget ({max_thumb_bytes:,} bytes) reached: later images are drawn as boxes")
