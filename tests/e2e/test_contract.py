@@ -181,3 +181,15 @@ def test_every_stage_command_shares_params_out_and_report() -> None:
                 if text != common:
                     problems.append(f"datakit {', '.join(names)}: {flag} help {text!r} differs from {common!r}")
     assert not problems, "\n".join(problems)
+
+
+def test_dedup_help_shows_the_options_of_dedup_input_out() -> None:
+    """`datakit dedup INPUT --out DIR` runs `dedup run`: `datakit dedup --help` teaches its options too."""
+    from typer.testing import CliRunner
+
+    from datakit.cli import app
+
+    res = CliRunner().invoke(app, ["dedup", "--help"], terminal_width=200)
+    assert res.exit_code == 0
+    for text in ("calibrate", "INPUT", "--out", "--threshold", "--embeddings", "--against", "--params", "--report"):
+        assert text in res.output, text

@@ -26,6 +26,15 @@ class _DefaultRun(typer.core.TyperGroup):
             args = ["run", *args]
         return super().parse_args(ctx, args)
 
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        """The group's help, then the default command's (`datakit dedup INPUT --out DIR ...` is
+        `dedup run`): its arguments and every option, so `datakit dedup --help` teaches both."""
+        super().format_help(ctx, formatter)
+        run = self.commands.get("run")
+        if run is not None:
+            sub = run.make_context("run", [], parent=ctx, resilient_parsing=True)
+            run.format_help(sub, formatter)
+
 
 dedup_app = typer.Typer(
     cls=_DefaultRun,
