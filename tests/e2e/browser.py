@@ -45,6 +45,13 @@ class Page:
                 return msg.get("result", {})
             self.events.append(msg)
 
+    async def wait_for(self, method: str, timeout: float) -> None:
+        """Until the DevTools event `method` has arrived (e.g. Page.loadEventFired)."""
+        deadline = time.monotonic() + timeout
+        while not any(e.get("method") == method for e in self.events):
+            msg = await asyncio.wait_for(self.ws.receive_json(), max(0.1, deadline - time.monotonic()))
+            self.events.append(msg)
+
     async def eval(self, expression: str) -> Any:
         res = await self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
         if "exceptionDetails" in res:

@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 from datakit.cli.report import register
 from datakit.manifest import read_stage_manifest
 from datakit.report import STAGES, build_report, stage_folders
+from tests.e2e.browser import Page, chromium
 from tests.e2e.helpers import invoke, write_params
 
 pytestmark = pytest.mark.timeout(120)
@@ -280,38 +281,6 @@ def test_cli_errors_are_one_line_and_exit_1(run, tmp_path) -> None:
 # Headless Chromium through the DevTools protocol
 
 
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.fail("Chromium is not installed: the report page is checked in headless Chromium. "
-                "Install it (Debian/Ubuntu: apt-get install -y chromium) or put it on PATH.")
-
-
-class _Cdp:
-    def __init__(self, ws: Any) -> None:
-        self.ws, self.last, self.events = ws, 0, []
-
-    async def call(self, method: str, **params: Any) -> dict[str, Any]:
-        self.last += 1
-        mid = self.last
-        await self.ws.send_json({"id": mid, "method": method, "params": params})
-        while True:
-            msg = await self.ws.receive_json()
-            if msg.get("id") == mid:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-            self.events.append(msg)
-
-    async def wait_for(self, method: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(e.get("method") == method for e in self.events):
-            msg = await asyncio.wait_for(self.ws.receive_json(), max(0.1, deadline - time.monotonic()))
-            self.events.append(msg)
-
-
 def _problems(events: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     """Console errors (console.error/assert, uncaught exceptions, error log entries) and requests
     to anything but data:, file: and about: URLs."""
@@ -340,7 +309,7 @@ async def _drive(port: int, url: str, screenshot: Path) -> dict[str, Any]:
             targets = await resp.json()
         target = next(t for t in targets if t.get("type") == "page")
         async with session.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-            cdp = _Cdp(ws)
+            cdp = Page(ws)
             for domain in ("Runtime", "Log", "Page", "Network"):
                 await cdp.call(f"{domain}.enable")
             await cdp.call("Emulation.setDeviceMetricsOverride", width=1200, height=2000, deviceScaleFactor=1, mobile=False)
@@ -364,7 +333,7 @@ def check_page(page: Path, screenshot: Path, workdir: Path, timeout: float = 40)
     external requests, the number of images and of broken images."""
     profile = workdir / "chromium-profile"
     profile.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+    proc = subprocess.Popen([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HOME": str(workdir)})
     try:
         port_file = profile / "DevToolsActivePort"
