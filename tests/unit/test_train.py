@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -501,3 +502,33 @@ def test_evaluate_writes_the_scored_test_rows_and_the_unscored_as_failures(tmp_p
     failures = pd.read_parquet(out / "failures.parquet")
     assert failures["image_id"].tolist() == [missing["image_id"]] and failures["stage"].tolist() == ["evaluate"]
     assert failures["reason"].iat[0] in {"not_an_image", "decode_error", "truncated"}
+
+
+def test_long_epochs_print_progress_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside an epoch: batches done, images/s and the time left, at most every PROGRESS_EVERY_S."""
+    from datakit.train import loop
+
+    class Notes:
+        def __init__(self) -> None:
+            self.lines: list[str] = []
+
+        def start(self, phase: str, total: int) -> None:
+            pass
+
+        def advance(self, phase: str, n: int = 1) -> None:
+            pass
+
+        def note(self, message: str) -> None:
+            self.lines.append(message)
+
+    monkeypatch.setattr(loop, "PROGRESS_EVERY_S", 0.0)
+    notes = Notes()
+    balance = make_project(tmp_path)
+    _train(balance, {**FINETUNE, "epochs": 2}, tmp_path / "model", progress=notes)
+    inside = [x for x in notes.lines if " batch " in x]
+    assert inside and all(re.search(r"epoch +\d+/2  batch \d+/\d+  [\d.]+ img/s  ETA \d+s", x) for x in inside), notes.lines
+    assert sum(x.startswith("epoch") and "train_loss" in x for x in notes.lines) == 2  # the line ending each epoch
+    monkeypatch.setattr(loop, "PROGRESS_EVERY_S", 3600.0)
+    quiet = Notes()
+    _train(balance, {**FINETUNE, "epochs": 1}, tmp_path / "model2", progress=quiet)
+    assert not [x for x in quiet.lines if " batch " in x]

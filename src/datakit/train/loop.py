@@ -75,6 +75,7 @@ from datakit.train.nets import ProbeHead, make_model, param_groups, scores
 from datakit.train.params import TrainParams
 
 PROBE_ITERS_PER_EPOCH = 10  # L-BFGS iterations that make one probe "epoch"
+PROGRESS_EVERY_S = 10.0  # a line inside a long epoch at most this often (logs under `dvc repro` have no bar)
 STAGE = "train"
 
 Log = Callable[[str], None]
@@ -176,6 +177,27 @@ def _prepare(train: pd.DataFrame, val: pd.DataFrame, labels: list[str], params: 
     return _Prepared(ds_tr, ds_va if len(y_va) else None, y_tr, skipped, pre.to_dict(), pre.resize, None, stats, gone)
 
 
+class _EpochTicker:
+    """Progress inside an epoch: batches done, images/s and the time left, as a log line at most
+    every PROGRESS_EVERY_S seconds (an epoch can take minutes on a CPU)."""
+
+    def __init__(self, epoch: int, epochs: int, n_batches: int, log: Log | None) -> None:
+        self.epoch, self.epochs, self.n, self.log = epoch, epochs, n_batches, log
+        self.start = self.last = time.monotonic()
+        self.done = 0
+
+    def tick(self, images: int) -> None:
+        """Called before each batch with the images trained on so far in this epoch."""
+        now = time.monotonic()
+        if self.log is not None and self.done and now - self.last >= PROGRESS_EVERY_S:
+            spent = now - self.start
+            eta = spent / self.done * (self.n - self.done)
+            self.log(f"epoch {self.epoch:>3}/{self.epochs}  batch {self.done}/{self.n}  "
+                     f"{images / spent:.1f} img/s  ETA {eta:.0f}s")
+            self.last = now
+        self.done += 1
+
+
 def fit(train: pd.DataFrame, val: pd.DataFrame, labels: list[str], params: TrainParams, *, root: Path,
         device: torch.device | None = None, augment: OnlineAugment | None = None,
         embeddings: Embeddings | None = None, class_weights: dict[str, float] | None = None,
@@ -273,8 +295,11 @@ def fit(train: pd.DataFrame, val: pd.DataFrame, labels: list[str], params: Train
                 sampler.set_epoch(epoch)
             if isinstance(prep.train, ImageRows):
                 prep.train.epoch = epoch
+            n_batches = len(train_loader)
+            ticker = _EpochTicker(epoch, epochs, n_batches, log)
             with uneven_inputs(net):
                 for batch in train_loader:
+                    ticker.tick(int(loss_sum[1].item()))
                     if batch is None:  # every image of the batch unreadable (no pixel cache)
                         continue
                     x, y, _ = batch
