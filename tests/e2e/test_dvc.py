@@ -223,7 +223,7 @@ def test_repro_runs_every_stage_and_locks_it(project: Project) -> None:
         assert all("md5" in d for d in st.get("deps", [])), f"{name}: a dependency without a hash"
         assert all("md5" in o for o in st.get("outs", [])), f"{name}: an output without a hash"
     # every stage depends on its own code inside the project, not on the checkout
-    assert {d["path"] for d in lock["stages"]["split"]["deps"]} == {"data/dedup", "src/datakit/split.py"}
+    assert {d["path"] for d in lock["stages"]["split"]["deps"]} == {"data/curate", "src/datakit/graph.py", "src/datakit/split.py"}
     assert lock["stages"]["train"]["params"]["params.yaml"]["train"]["lr"] == 0.003
 
     report = project.root / "reports" / "report.html"
