@@ -79,7 +79,7 @@ def test_infeasible_class_is_named(tmp_path) -> None:  # SPL-10
 def test_export_imagefolder_after_split(tmp_path) -> None:
     _pipeline(tmp_path, "v1", ["vest", "hoodie"])
     assert invoke("split", tmp_path / "dedup-v1", "--out", tmp_path / "split", "--report", tmp_path / "s.json").exit_code == 0
-    res = invoke("export", tmp_path / "split", "--out", tmp_path / "export")
+    res = invoke("export", tmp_path / "split", "--out", tmp_path / "export", "--report", tmp_path / "export.json")
     assert res.exit_code == 0, res.output
     df = pd.read_parquet(tmp_path / "split" / "manifest.parquet")
     kept = df[df["keep"] & df["split"].notna()]
@@ -95,7 +95,7 @@ def test_audit_passes_a_datakit_split_and_fails_a_planted_leak(tmp_path) -> None
     res = invoke("audit", tmp_path / "split", "--report", tmp_path / "audit.json")
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "audit.json").read_text())["leaks"] == 0
-    assert invoke("export", tmp_path / "split", "--out", tmp_path / "folders", "--link", "copy").exit_code == 0
+    assert invoke("export", tmp_path / "split", "--out", tmp_path / "folders", "--link", "copy", "--report", tmp_path / "export2.json").exit_code == 0
     train_file = next((tmp_path / "folders" / "train" / "vest").iterdir())
     (tmp_path / "folders" / "test" / "vest" / "planted.jpg").write_bytes(train_file.read_bytes())
     res = invoke("audit", tmp_path / "folders", "--report", tmp_path / "audit2.json")
