@@ -23,8 +23,8 @@ PIPELINE = ("scrape", "embed", "dedup", "split", "audit", "augment", "balance", 
             "report", "colors", "export", "verify")
 # Every command takes --params and --report (the same help text) but `review`, an interactive page
 # that records a person's decisions; all but these take an --out folder.
-NO_PARAMS_OR_REPORT = {"review", "predict"}  # predict labels new images outside the pipeline: options and a CSV
-NO_OUT_FOLDER = {"audit", "verify", "report", "predict", "review"}  # a gate, a check, a page, a CSV, a server
+NO_PARAMS_OR_REPORT = {"review", "predict", "init"}  # predict labels new images outside the pipeline: options and a CSV
+NO_OUT_FOLDER = {"audit", "verify", "report", "predict", "review", "init"}  # a gate, a check, a page, a CSV, a server
 
 
 def _datakit() -> list[str]:

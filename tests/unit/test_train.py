@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -532,3 +533,24 @@ def test_long_epochs_print_progress_lines(tmp_path: Path, monkeypatch: pytest.Mo
     quiet = Notes()
     _train(balance, {**FINETUNE, "epochs": 1}, tmp_path / "model2", progress=quiet)
     assert not [x for x in quiet.lines if " batch " in x]
+
+
+def test_dvclive_in_a_dvc_project_with_no_commit_yet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`datakit init` then `dvc repro` before any commit: dvclive 3 asks git for HEAD and fails;
+    train must still log (without a DVC experiment)."""
+    git = shutil.which("git")
+    if git is None:
+        pytest.skip("git not installed")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run([git, "init", "-q", str(repo)], check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True,
+                   env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    monkeypatch.chdir(repo)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    from datakit.train.checkpoint import git_without_commits
+
+    assert git_without_commits()
+    balance = make_project(tmp_path / "data", embeddings=True)
+    _train(balance, {**PROBE, "epochs": 2, "patience": 0, "dvclive": True}, tmp_path / "probe")
+    assert json.loads((tmp_path / "probe" / "dvclive" / "metrics.json").read_text())["train_loss"] is not None

@@ -18,6 +18,7 @@ from datakit.cli import embed as _embed  # noqa: E402,F401
 from datakit.cli import export as _export  # noqa: E402,F401
 
 # Registration order is the order `datakit --help` lists the commands: the pipeline's.
+from datakit.cli import project as _project  # noqa: E402,F401
 from datakit.cli import scrape as _scrape  # noqa: E402,F401
 from datakit.cli import split as _split  # noqa: E402,F401
 from datakit.cli import verify as _verify  # noqa: E402,F401

@@ -80,15 +80,32 @@ def inside_dvc_repo() -> bool:
     return any((folder / ".dvc").is_dir() for folder in (here, *here.parents))
 
 
+def git_without_commits() -> bool:
+    """The enclosing git repository has no commit yet (a project fresh from `datakit init`)."""
+    import shutil
+    import subprocess
+
+    git = shutil.which("git")
+    if git is None:
+        return False
+    inside = subprocess.run([git, "rev-parse", "--is-inside-work-tree"], capture_output=True, text=True)  # noqa: S603
+    if inside.returncode != 0 or inside.stdout.strip() != "true":
+        return False
+    head = subprocess.run([git, "rev-parse", "--verify", "-q", "HEAD"], capture_output=True, text=True)  # noqa: S603
+    return head.returncode != 0
+
+
 def live_logger(out_dir: Path, params: TrainParams, augment: OnlineAugment | None) -> Any:
     """dvclive that only writes OUT/dvclive: no dvc.yaml, no DVC experiment, no report. Works
     outside a DVC repo and inside `dvc repro`. dvclive's own set-up runs `dvc init` in the
-    enclosing git repository when it finds no DVC repo; outside a DVC repo that set-up is skipped."""
+    enclosing git repository when it finds no DVC repo; outside a DVC repo that set-up is skipped.
+    It is skipped too in a git repository with no commit yet, where dvclive 3 asks git for HEAD
+    before checking there is one and fails (`datakit init` then `dvc repro` before any commit)."""
     from dvclive import Live
 
     class _Live(Live):  # type: ignore[misc]
         def _init_dvc(self) -> None:
-            if inside_dvc_repo():
+            if inside_dvc_repo() and not git_without_commits():
                 super()._init_dvc()
 
     live = _Live(dir=str(out_dir / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None, monitor_system=False)
