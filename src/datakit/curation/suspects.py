@@ -49,6 +49,7 @@ class SuspectsParams(BaseModel):
     temperature: float = Field(10.0, gt=0, description="softmax temperature of the probe's scores")
     off_topic_quantile: float = Field(0.005, ge=0, le=0.5, description="share of the least similar images that may be off topic")
     ambiguous_margin: float = Field(0.1, ge=0, le=1, description="two classes within this probability tie")
+    flag_margin: float = Field(0.2, ge=0, le=1, description="flagged only when another class beats the label by this much probability")
     seed: int = 0
     gallery_per_class: int = Field(12, ge=0, le=200, description="top suspects per class shown on the page")
 
@@ -104,7 +105,7 @@ def run(manifest: pd.DataFrame, params: SuspectsParams, ctx: StageContext) -> St
     groups = pd.factorize(groups_col.iloc[rows].fillna(df["image_id"].iloc[rows]).astype(str))[0]
     settings = scoring.Settings(folds=params.folds, neighbours=params.neighbours, dims=params.dims, ridge=params.ridge,
                                 temperature=params.temperature, off_topic_quantile=params.off_topic_quantile,
-                                ambiguous_margin=params.ambiguous_margin, seed=params.seed)
+                                ambiguous_margin=params.ambiguous_margin, flag_margin=params.flag_margin, seed=params.seed)
     ctx.progress.start("suspects", len(rows))
     res = scoring.score(vec[rows], y, len(classes), groups, settings)
     ctx.progress.advance("suspects", len(rows))
