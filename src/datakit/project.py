@@ -5,7 +5,8 @@ dependencies on datakit's source, which a user's project does not hold), a comme
 `params.yaml` (every knob with its default), an empty `review/decisions.csv` (a dependency of
 `curate`), `.gitignore`/`.dvcignore` lines for datakit's caches, and runs `git init` and
 `dvc init` when the folder is not a repository yet. Nothing that exists is overwritten unless
-`force`. The templates are package data (`datakit/templates/`), kept equal to the repository's
+`force`. The templates are package data (`datakit/templates/*.in`: a file named dvc.yaml anywhere in a
+repository is a pipeline to DVC), kept equal to the repository's
 own `dvc.yaml` and `params.yaml` by a test.
 """
 
@@ -51,7 +52,8 @@ def strip_code_deps(dvc_yaml: str) -> str:
 
 
 def template(name: str) -> str:
-    return resources.files("datakit").joinpath("templates", name).read_text(encoding="utf-8")
+    """A template file: `templates/<name>.in` (not named dvc.yaml, so DVC never reads it as a pipeline)."""
+    return resources.files("datakit").joinpath("templates", name + ".in").read_text(encoding="utf-8")
 
 
 @dataclass
