@@ -101,13 +101,14 @@ class Page:
 
 
 @asynccontextmanager
-async def open_page(workdir: Path) -> AsyncIterator[Page]:
-    """Start headless Chromium with a fresh profile under `workdir`; yield its page."""
+async def open_page(workdir: Path, flags: list[str] | None = None) -> AsyncIterator[Page]:
+    """Start headless Chromium (`flags`, default FLAGS) with a fresh profile under `workdir`;
+    yield its page with the Runtime, Page and Network domains on."""
     import aiohttp
 
     profile = workdir / "chromium-profile"
     profile.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([chromium(), *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+    proc = subprocess.Popen([chromium(), *(flags or FLAGS), f"--user-data-dir={profile}", "about:blank"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HOME": str(workdir)})
     try:
         port_file = profile / "DevToolsActivePort"

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import shutil
-import subprocess
-import time
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -26,7 +23,7 @@ from typer.testing import CliRunner
 from datakit.cli.report import register
 from datakit.manifest import read_stage_manifest
 from datakit.report import STAGES, build_report, stage_folders
-from tests.e2e.browser import Page, chromium
+from tests.e2e.browser import open_page
 from tests.e2e.helpers import invoke, write_params
 
 pytestmark = pytest.mark.timeout(120)
@@ -301,56 +298,29 @@ def _problems(events: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     return errors, external
 
 
-async def _drive(port: int, url: str, screenshot: Path) -> dict[str, Any]:
-    import aiohttp
+async def _drive(workdir: Path, url: str, screenshot: Path) -> dict[str, Any]:
+    import base64
 
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{port}/json/list") as resp:
-            targets = await resp.json()
-        target = next(t for t in targets if t.get("type") == "page")
-        async with session.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
-            cdp = Page(ws)
-            for domain in ("Runtime", "Log", "Page", "Network"):
-                await cdp.call(f"{domain}.enable")
-            await cdp.call("Emulation.setDeviceMetricsOverride", width=1200, height=2000, deviceScaleFactor=1, mobile=False)
-            cdp.events.clear()
-            await cdp.call("Page.navigate", url=url)
-            await cdp.wait_for("Page.loadEventFired", 20)
-            await asyncio.sleep(0.3)  # late console messages
-            broken = await cdp.call("Runtime.evaluate", expression=BROKEN_IMAGES_JS, returnByValue=True)
-            count = await cdp.call("Runtime.evaluate", expression="document.images.length", returnByValue=True)
-            shot = await cdp.call("Page.captureScreenshot", format="png")
-            import base64
-
-            screenshot.write_bytes(base64.b64decode(shot["data"]))
-            errors, external = _problems(cdp.events)
-            return {"errors": errors, "external": external, "broken_images": broken["result"]["value"],
-                    "images": count["result"]["value"]}
+    async with open_page(workdir, CHROMIUM_FLAGS) as cdp:
+        await cdp.call("Log.enable")
+        await cdp.call("Emulation.setDeviceMetricsOverride", width=1200, height=2000, deviceScaleFactor=1, mobile=False)
+        cdp.events.clear()
+        await cdp.call("Page.navigate", url=url)
+        await cdp.wait_for("Page.loadEventFired", 20)
+        await asyncio.sleep(0.3)  # late console messages
+        broken = await cdp.call("Runtime.evaluate", expression=BROKEN_IMAGES_JS, returnByValue=True)
+        count = await cdp.call("Runtime.evaluate", expression="document.images.length", returnByValue=True)
+        shot = await cdp.call("Page.captureScreenshot", format="png")
+        screenshot.write_bytes(base64.b64decode(shot["data"]))
+        errors, external = _problems(cdp.events)
+        return {"errors": errors, "external": external, "broken_images": broken["result"]["value"],
+                "images": count["result"]["value"]}
 
 
 def check_page(page: Path, screenshot: Path, workdir: Path, timeout: float = 40) -> dict[str, Any]:
     """Open `page` in headless Chromium; write a 1200x2000 screenshot; return console errors,
     external requests, the number of images and of broken images."""
-    profile = workdir / "chromium-profile"
-    profile.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HOME": str(workdir)})
-    try:
-        port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 20
-        while not (port_file.is_file() and port_file.read_text().strip()):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"Chromium did not start its DevTools endpoint (exit code {proc.poll()})")
-            time.sleep(0.05)
-        port = int(port_file.read_text().splitlines()[0])
-        return asyncio.run(asyncio.wait_for(_drive(port, page.absolute().as_uri(), screenshot), timeout))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return asyncio.run(asyncio.wait_for(_drive(workdir, page.absolute().as_uri(), screenshot), timeout))
 
 
 def _not_blank(png: Path) -> bool:
