@@ -254,11 +254,13 @@ def test_second_repro_is_a_fast_no_op(project: Project) -> None:
 def test_plots_render_with_the_confusion_matrix(project: Project, tmp_path: Path) -> None:
     proc = project.dvc("plots", "show", "--json")
     plots = json.loads(proc.stdout)["data"]
-    assert set(plots) == {"confusion", "per_class_recall", "per_class_precision", "training", "learning_curve"}
+    assert set(plots) == {"confusion", "per_class_recall", "per_class_precision", "loss", "accuracy", "learning_curve"}
     for name, renders in plots.items():
         assert renders and all("errors" not in r for r in renders), name
     (confusion,) = plots["confusion"]
     assert confusion["type"] == "vega"
+    spec = json.dumps(confusion["content"])
+    assert '"title": "actual"' in spec and '"title": "predicted"' in spec  # named axes (actual on rows)
     rows = confusion["content"]["data"]["values"]
     ev = json.loads((project.root / "reports" / "evaluate.json").read_text())
     assert len(rows) == ev["n_test"]
