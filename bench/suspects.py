@@ -235,11 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             rows, vec = rows[found], vec[found]
             classes = sorted(set(rows["label"]))
             y = np.array([classes.index(lab) for lab in rows["label"]])
-            p = SuspectsParams()
-            settings = scoring.Settings(folds=p.folds, neighbours=p.neighbours, dims=p.dims, ridge=p.ridge,
-                                        temperature=p.temperature, off_topic_quantile=p.off_topic_quantile,
-                                        ambiguous_margin=p.ambiguous_margin, flag_margin=p.flag_margin, seed=p.seed)
-            res = scoring.score(vec, y, len(classes), pd.factorize(rows["dup_group"])[0], settings)
+            res = scoring.score(vec, y, len(classes), pd.factorize(rows["dup_group"])[0], SuspectsParams().settings())
             theirs = peer(rows["image_id"].tolist(), rows["label"].tolist(), res.probs, classes, truth, work)
             if theirs:
                 result["cleanlab"] = theirs

@@ -102,7 +102,8 @@ def server(tmp_path):
         "suspects": [{"key": "s:a", "kind": "suspect", "images": [{"image_id": "a", "label": "vest"}]}],
         "conflicts": [{"key": "c:g", "kind": "conflict", "images": [{"image_id": "b", "label": "vest"},
                                                                      {"image_id": "c", "label": "hoodie"}]}],
-        "duplicates": []}, {"a": "a.jpg", "b": "b.jpg", "c": "c.jpg"})
+        "duplicates": []}, {"a": "a.jpg", "b": "b.jpg", "c": "c.jpg"},
+                      {"a": "vest", "b": "vest", "c": "hoodie"})
     return Server(data, tmp_path / "review" / "decisions.csv")
 
 

@@ -35,6 +35,7 @@ class ReviewData:
     classes: list[str]
     queues: dict[str, list[dict[str, Any]]]
     paths: dict[str, str]  # image_id -> manifest path (root-relative)
+    labels: dict[str, str] = field(default_factory=dict)  # image_id -> its label now
 
 
 def _image(r: Any) -> dict[str, Any]:
@@ -68,7 +69,8 @@ def load(folder: Path, *, max_items: int = 500) -> ReviewData:
                 queues[name].append({"key": f"{name[0]}:{g}", "kind": name[:-1],
                                      "images": [_image(r) for r in members.itertuples()]})
     classes = sorted(set(df["label"].dropna().astype(str)))
-    return ReviewData(inp.root, classes, queues, dict(zip(df["image_id"], df["path"], strict=True)))
+    return ReviewData(inp.root, classes, queues, dict(zip(df["image_id"], df["path"], strict=True)),
+                      dict(zip(df["image_id"], df["label"].astype(str), strict=True)))
 
 
 @dataclass
@@ -100,18 +102,10 @@ class Server:
             current = dec.read(self.decisions_path)  # re-read: the file is the truth
             self.undo.append({i: current.get(i) for i in ids})
             for i in ids:
-                own = label if action == "relabel" else self._label(i)
+                own = label if action == "relabel" else self.data.labels.get(i, "")
                 current[i] = dec.Decision(i, action, own, reason, dec.now())
             dec.write(self.decisions_path, current)
             return {"decided": len(ids), "total": len(current)}
-
-    def _label(self, image_id: str) -> str:
-        for items in self.data.queues.values():
-            for item in items:
-                for im in item["images"]:
-                    if im["image_id"] == image_id:
-                        return im["label"]
-        return ""
 
     async def undo_last(self) -> dict[str, Any]:
         async with self.lock:

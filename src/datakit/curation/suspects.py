@@ -53,6 +53,12 @@ class SuspectsParams(BaseModel):
     seed: int = 0
     gallery_per_class: int = Field(12, ge=0, le=200, description="top suspects per class shown on the page")
 
+    def settings(self) -> scoring.Settings:
+        """The kernel's settings (every field of scoring.Settings, taken from these params)."""
+        from dataclasses import fields
+
+        return scoring.Settings(**{f.name: getattr(self, f.name) for f in fields(scoring.Settings)})
+
 
 def parse_suspects(data: dict[str, Any] | None, prefix: str = KEY) -> SuspectsParams:
     return parse_section(SuspectsParams, data, prefix)
@@ -103,9 +109,7 @@ def run(manifest: pd.DataFrame, params: SuspectsParams, ctx: StageContext) -> St
     y = np.array([cidx[c] for c in labels])
     groups_col = df["dup_group"] if "dup_group" in df.columns else df["image_id"]
     groups = pd.factorize(groups_col.iloc[rows].fillna(df["image_id"].iloc[rows]).astype(str))[0]
-    settings = scoring.Settings(folds=params.folds, neighbours=params.neighbours, dims=params.dims, ridge=params.ridge,
-                                temperature=params.temperature, off_topic_quantile=params.off_topic_quantile,
-                                ambiguous_margin=params.ambiguous_margin, flag_margin=params.flag_margin, seed=params.seed)
+    settings = params.settings()
     ctx.progress.start("suspects", len(rows))
     res = scoring.score(vec[rows], y, len(classes), groups, settings)
     ctx.progress.advance("suspects", len(rows))
