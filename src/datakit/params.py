@@ -222,6 +222,7 @@ class Params(_Model):
     evaluate: dict[str, Any] = Field(default_factory=dict)  # validated by datakit.train.params.parse_evaluate
     suspects: dict[str, Any] = Field(default_factory=dict)  # validated by datakit.curation.suspects.parse_suspects
     colors: dict[str, Any] = Field(default_factory=dict)  # validated by datakit.colors.parse_colors
+    licenses: dict[str, Any] = Field(default_factory=dict)  # validated by datakit.licences.parse_licenses
 
 
 # Every stage's section and the function that validates it ("module:function", imported only when
@@ -236,6 +237,7 @@ SECTIONS: dict[str, str] = {
     "evaluate": "datakit.train.params:parse_evaluate",
     "colors": "datakit.colors:parse_colors",
     "suspects": "datakit.curation.suspects:parse_suspects",
+    "licenses": "datakit.licences:parse_licenses",
 }
 
 

@@ -14,7 +14,7 @@ drift silently; this package names every offending import, file and stage.
 Families (imports are allowed inside a family, and from any family into core):
 
 - core: errors, console, fsutil, manifest, images, params, parallel, models, stage, vectors,
-  graph, faults, the `datakit` package itself and this checker; core imports only core;
+  graph, faults, licences, the `datakit` package itself and this checker; core imports only core;
 - composition root: `cli/` and `__main__` (the entry point): may import anything, and nothing
   else imports them;
 - near-duplicates: `dedup/` and `audit`; learning: `train/` (and `evaluate`, `predict` while

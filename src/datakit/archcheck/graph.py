@@ -13,7 +13,7 @@ PACKAGE = "datakit"
 SRC = Path(__file__).resolve().parents[1]  # src/datakit
 REPO = SRC.parents[1]
 CORE = frozenset({"errors", "console", "fsutil", "manifest", "images", "params", "parallel", "models", "stage",
-                  "vectors", "graph", "faults", "archcheck"})
+                  "vectors", "graph", "faults", "licences", "archcheck"})
 ROOT = "cli"  # the composition root's family name
 ENTRY = frozenset({"cli", "__main__"})
 FAMILIES = {"dedup": "near-duplicates", "audit": "near-duplicates", "train": "learning", "evaluate": "learning",
