@@ -129,7 +129,7 @@ def _dropped(frames: list[tuple[pd.DataFrame, Any]], reasons: Callable[[pd.DataF
     return pd.concat(parts, ignore_index=True) if parts else as_rows([])
 
 
-def _prepare(train: pd.DataFrame, val: pd.DataFrame, labels: list[str], params: TrainParams, *, root: Path,
+def prepare(train: pd.DataFrame, val: pd.DataFrame, labels: list[str], params: TrainParams, *, root: Path,
              augment: OnlineAugment | None, embeddings: Embeddings | None, cache: PixelCache | None,
              d: Dist, log: Log | None) -> _Prepared:
     skipped: dict[str, int] = {}
@@ -215,7 +215,7 @@ def fit(train: pd.DataFrame, val: pd.DataFrame, labels: list[str], params: Train
     seed_everything(params.seed)
     if fixed_epochs is not None:
         val = val.iloc[0:0]
-    prep = _prepare(train, val, labels, params, root=root, augment=augment, embeddings=embeddings, cache=cache,
+    prep = prepare(train, val, labels, params, root=root, augment=augment, embeddings=embeddings, cache=cache,
                     d=d, log=log)
     n_train = len(prep.y_train)
     if n_train == 0:
@@ -538,4 +538,4 @@ def train_folder(source: Path, out: Path, params: TrainParams, *, report: Path |
     return result
 
 
-__all__ = ["FitResult", "cache_folder", "cache_key", "embeddings_path", "fit", "run", "train_folder"]
+__all__ = ["FitResult", "cache_folder", "cache_key", "embeddings_path", "fit", "prepare", "run", "train_folder"]
