@@ -38,6 +38,10 @@ wrong_item     0.0                                          share showing anothe
 min_fraction   0.55                                         least share of `n` a query returns
 size           320                                          longest side; sides are size/2..size
 formats        {"jpeg": 0.85, "png": 0.10, "webp": 0.05}    relative weights of stored formats
+license_mix    null (every result CC0 1.0)                  relative weights of licence codes drawn
+                                                            per result: cc0, pdm, by, by-sa, by-nc,
+                                                            by-nc-sa, by-nd, by-nc-nd, none (no
+                                                            licence, as Brave and Bing return)
 =============  ===========================================  =====================================
 
 Shares are of the results a query returns and are rounded to whole results (so a list of 17 or
@@ -64,7 +68,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from datakit.scrape.providers.base import Hit, Page, Provider, ProviderSettings, Query, SearchHttp
-from datakit.scrape.providers.synthetic_options import MIME_BY_FORMAT, SHARES, SyntheticOptions
+from datakit.scrape.providers.synthetic_options import LICENCE_CODES, MIME_BY_FORMAT, SHARES, SyntheticOptions
 from datakit.scrape.synthetic_render import ATTRIBUTES, ITEMS, GarmentTruth, derive_seed, render
 
 LICENSE = "cc0"
@@ -427,6 +431,17 @@ def _title(key: QueryKey, rank: int) -> str:
     return f"{text[:1].upper()}{text[1:]}, result {rank}"
 
 
+def licence_of(key: QueryKey, rank: int, seed: int, opts: SyntheticOptions) -> tuple[str | None, str | None, str | None]:
+    """(license, license_url, creator) of the result at `rank`: the CC0 constant, or a draw from
+    `opts.license_mix` seeded by the query and rank alone (no other draw changes). A result
+    without a licence has no creator either, as a web search result."""
+    if not opts.license_mix:
+        return LICENSE, LICENSE_URL, CREATOR
+    rng = np.random.default_rng(derive_seed("synthetic-license", seed, *key.parts(), rank))
+    name, url = LICENCE_CODES[_choose(rng, opts.license_mix)]
+    return name, url, CREATOR if name is not None else None
+
+
 def synthesize(query: Query, want: int, seed: int = 0,
                options: SyntheticOptions | Mapping[str, Any] | None = None
                ) -> list[tuple[Hit, ResultTruth]]:
@@ -485,13 +500,14 @@ def synthesize(query: Query, want: int, seed: int = 0,
             truth = ResultTruth(slot.kind, slot.variant, enc.image_id, slot.source_rank,
                                 enc.garment)
             title = _title(slot.source_key or key, slot.rank)
+        lic, lic_url, creator = licence_of(key, slot.rank, seed, opts)
         hit = Hit(
             url="",
             provider_id=f"synthetic:{slug}:{slot.rank}",
             page_url=f"synthetic://{slug}/{slot.rank}",
-            license=LICENSE,
-            license_url=LICENSE_URL,
-            creator=CREATOR,
+            license=lic,
+            license_url=lic_url,
+            creator=creator,
             title=title,
             declared_width=declared[0],
             declared_height=declared[1],

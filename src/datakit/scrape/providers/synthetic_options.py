@@ -21,8 +21,23 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "min_fraction": 0.55,
     "size": 320,
     "formats": {"jpeg": 0.85, "png": 0.10, "webp": 0.05},
+    "license_mix": None,
 }
 """Option keys accepted in `settings.options`, with their defaults."""
+
+# Licences `license_mix` may draw: Openverse's codes -> (name, URL); "none" is a result without any
+# licence information, as Brave and Bing return.
+LICENCE_CODES: dict[str, tuple[str | None, str | None]] = {
+    "cc0": ("CC0 1.0", "https://creativecommons.org/publicdomain/zero/1.0/"),
+    "pdm": ("Public Domain Mark 1.0", "https://creativecommons.org/publicdomain/mark/1.0/"),
+    "by": ("CC BY 4.0", "https://creativecommons.org/licenses/by/4.0/"),
+    "by-sa": ("CC BY-SA 4.0", "https://creativecommons.org/licenses/by-sa/4.0/"),
+    "by-nc": ("CC BY-NC 4.0", "https://creativecommons.org/licenses/by-nc/4.0/"),
+    "by-nc-sa": ("CC BY-NC-SA 4.0", "https://creativecommons.org/licenses/by-nc-sa/4.0/"),
+    "by-nd": ("CC BY-ND 4.0", "https://creativecommons.org/licenses/by-nd/4.0/"),
+    "by-nc-nd": ("CC BY-NC-ND 4.0", "https://creativecommons.org/licenses/by-nc-nd/4.0/"),
+    "none": (None, None),
+}
 
 SHARES = ("exact_dup", "near_dup", "cross_query", "broken", "wrong_item")  # the kinds of messy result, as shares of a list
 
@@ -40,6 +55,7 @@ class SyntheticOptions:
     min_fraction: float = 0.55
     size: int = 320
     formats: tuple[tuple[str, float], ...] = (("jpeg", 0.85), ("png", 0.10), ("webp", 0.05))
+    license_mix: tuple[tuple[str, float], ...] = ()  # empty: every result is CC0 (the constant)
 
     @classmethod
     def parse(cls, options: Mapping[str, Any] | None) -> SyntheticOptions:
@@ -99,4 +115,28 @@ class SyntheticOptions:
             weights.append((fmt, float(weight)))
         if sum(w for _, w in weights) <= 0:
             raise ParamsError(f"{where}.formats: at least one weight must be > 0")
-        return cls(size=size, formats=tuple(weights), **values)
+        return cls(size=size, formats=tuple(weights), license_mix=_license_mix(options.get("license_mix"), where),
+                   **values)
+
+
+def _license_mix(mix: Any, where: str) -> tuple[tuple[str, float], ...]:
+    """`license_mix`: None (every result CC0) or a mapping of licence code to weight."""
+    if mix is None:
+        return ()
+    codes = ", ".join(LICENCE_CODES)
+    if not isinstance(mix, Mapping) or not mix:
+        raise ParamsError(f"{where}.license_mix: expected a mapping of licence code to weight with keys among "
+                          f"{codes}, got {mix!r}")
+    weights: list[tuple[str, float]] = []
+    for name, weight in mix.items():
+        code = str(name).strip().lower()
+        if code not in LICENCE_CODES:
+            raise ParamsError(f"{where}.license_mix: unknown licence code {name!r} (allowed: {codes})")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (
+            math.isfinite(weight) and weight >= 0
+        ):
+            raise ParamsError(f"{where}.license_mix.{name}: expected a weight >= 0, got {weight!r}")
+        weights.append((code, float(weight)))
+    if sum(w for _, w in weights) <= 0:
+        raise ParamsError(f"{where}.license_mix: at least one weight must be > 0")
+    return tuple(weights)
