@@ -123,6 +123,7 @@ REASONS: dict[str, str] = {
     "analysis_error": "the image decoded but could not be analysed (colors: e.g. an OpenCV error)",
     "no_embedding": "the embeddings table has no vector for this image (embed this input first)",
     "reviewed_remove": "a person removed it in `datakit review` (review/decisions.csv)",
+    "licence_not_allowed": "its licence family is not in licenses.allow (curate's licence gate; see datakit.licences)",
     "smote_too_few": "a class had fewer than two readable images to interpolate between",
     "undersampled": "balance marked the row keep=False to bring its class down to balance.target",
     "no_vector": "the embeddings table has no vector for this image (run datakit embed on this manifest)",

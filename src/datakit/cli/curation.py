@@ -121,23 +121,34 @@ def curate(
     input_dir: Annotated[Path, input_argument("A suspects (or dedup) folder.")],
     out_dir: Annotated[Path, out_option("manifest.parquet with the decisions applied, failures.parquet (removed rows).")],
     decisions: Annotated[Path, typer.Option(help="The decisions file `datakit review` writes (missing: no decisions).")] = Path("review/decisions.csv"),
+    allow_license: Annotated[Optional[list[str]], typer.Option(
+        "--allow-license", help="Licence families to keep, instead of licenses.allow (repeatable): "
+                                "CC0/PDM, BY, BY-SA, NC, ND, other, unknown.")] = None,
     params_file: ParamsOpt = None,
     report: Annotated[Optional[Path], report_option("curate")] = None,
 ) -> None:
     """Apply a person's decisions: relabel (label_before_review keeps the old one), remove
     (keep=False, reason reviewed_remove), accept (reviewed=True). Decisions that name images no
-    longer present are reported, not fatal."""
+    longer present are reported, not fatal. Then the licence gate: images whose licence family
+    is not in licenses.allow get keep=False (reason licence_not_allowed)."""
     from functools import partial
 
     from datakit.cli.common import load, run_command
     from datakit.curation.curate import run as run_curate
+    from datakit.params import section
     from datakit.stage import SCRAPED
 
-    load(params_file)  # the file must be valid even though curate has no section of its own
-    result = run_command("curate", partial(run_curate, decisions=decisions), input_dir, out_dir, None,
+    try:
+        gate = section(load(params_file), "licenses", allow=allow_license)
+    except DatakitError as exc:
+        raise _fail(exc) from None
+    result = run_command("curate", partial(run_curate, decisions=decisions), input_dir, out_dir, gate,
                          needs=(SCRAPED,), report=report)
     rep = result.report
+    lic = rep["licenses"]
     out.print(f"{rep['decisions']} decisions: {rep['relabelled']} relabelled, {rep['removed']} removed, "
               f"{rep['accepted']} accepted"
               + (f"; {rep['unknown_images']} name images not in {input_dir} (reported, ignored)" if rep["unknown_images"] else "")
-              + f"\nmanifest: {out_dir / 'manifest.parquet'}")
+              + (f"\nlicence gate (allow {', '.join(lic['allow'])}): {lic['dropped']} dropped ("
+                 + ", ".join(f"{f} {n}" for f, n in lic["dropped_by_family"].items()) + ")" if lic["dropped"] else "")
+              + f"\nmanifest: {out_dir / 'manifest.parquet'}", highlight=False)

@@ -4,6 +4,11 @@
 - `remove`: `keep=False`, `curate_reason=reviewed_remove`, and a failures row with that reason.
 - `accept`: the row is marked `reviewed=True` and left as it is.
 
+Then the licence gate (`licenses.allow` in params.yaml, `datakit.licences`): a kept row whose
+licence family is not allowed gets `keep=False`, `curate_reason=licence_not_allowed` and a
+failures row naming its family and licence; the report counts them per family. Every family
+allowed (the default) drops nothing.
+
 Every row stays (decisions are columns). Decisions that name images not in the input (a later
 scrape lost them) are counted and listed in the report, never fatal. The decisions file is a
 DVC dependency of this stage, so `dvc repro` after a review re-runs curate and everything after it.
@@ -12,18 +17,20 @@ DVC dependency of this stage, so `dvc repro` after a review re-runs curate and e
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
+from datakit import licences
 from datakit.curation import decisions as dec
+from datakit.licences import LicensesParams
 from datakit.stage import StageContext, StageResult, failure_rows, kept
 
 KEY = "curate"
 
 
-def run(manifest: pd.DataFrame, params: Any, ctx: StageContext, *, decisions: Path) -> StageResult:
-    """Apply the decisions in `decisions` to `manifest` (params: unused, the file is the input)."""
+def run(manifest: pd.DataFrame, params: LicensesParams | None, ctx: StageContext, *, decisions: Path) -> StageResult:
+    """Apply the decisions in `decisions` to `manifest`, then the licence gate of `params` (the
+    `licenses:` section; None: every licence allowed)."""
     df = manifest.reset_index(drop=True).copy()
     decided = dec.read(decisions)
     before_kept = kept(df)
@@ -52,6 +59,16 @@ def run(manifest: pd.DataFrame, params: Any, ctx: StageContext, *, decisions: Pa
             df.at[i, "keep"] = False
             df.at[i, "curate_reason"] = "reviewed_remove"
     failures = failure_rows(df, removed, KEY, "reviewed_remove", "removed in review")
+    gate = params if params is not None else LicensesParams()
+    fams, denied = licences.gate(df, gate)
+    if denied.any():
+        df.loc[denied, "keep"] = False
+        df.loc[denied, "curate_reason"] = licences.REASON
+        names = df.loc[denied, "license"] if "license" in df.columns else pd.Series(None, index=df.index[denied])
+        details = [f"licence family {f} ({n if isinstance(n, str) and n.strip() else 'no licence'}) not in licenses.allow"
+                   for f, n in zip(fams[denied], names, strict=True)]
+        gated = failure_rows(df, denied, KEY, licences.REASON, details)
+        failures = gated if failures.empty else pd.concat([failures, gated], ignore_index=True)
     relabelled = df["label_before_review"].notna()
     per_class: dict[str, dict[str, int]] = {}
     for label in sorted(set(labels_before) | set(df["label"].astype(str))):
@@ -71,5 +88,12 @@ def run(manifest: pd.DataFrame, params: Any, ctx: StageContext, *, decisions: Pa
         "unknown_image_ids": unknown[:50],
         "per_class": per_class,
         "decisions_file": str(decisions),
+        "licence_dropped": int(denied.sum()),
+        "licenses": {
+            "allow": list(gate.allow),
+            "dropped": int(denied.sum()),
+            "dropped_by_family": {f: int((denied & fams.eq(f)).sum()) for f in licences.FAMILIES if (denied & fams.eq(f)).any()},
+            "kept_by_family": {f: int((kept(df) & fams.eq(f)).sum()) for f in licences.FAMILIES},
+        },
     }
     return StageResult(manifest=df, report=report, failures=failures)
