@@ -12,6 +12,11 @@ Files are hard links to the stored images by default (no extra disk; a hard link
 filesystems is impossible, so those files are copied and the report says so), copies, or relative
 symlinks.
 
+Beside the split folders the export writes ``ATTRIBUTION.md`` and ``attribution.csv`` (who made
+each exported original image and under which licence: `datakit.licences`, the files `datakit
+credits` writes) and, with ``datasheet``, a copy of the dataset's ``DATASHEET.md``; each file is
+written atomically, and a file of that name that an earlier export did not write is refused.
+
 Each split is built complete in a hidden temp folder inside ``out`` and renamed into place, so a
 killed export leaves the previous version of a split or the new one, never half of either.
 ``out/.datakit/export.json`` records which split folders datakit wrote; only those are ever
@@ -37,11 +42,12 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from datakit import licences
 from datakit.errors import ManifestError, ParamsError, StoreError
 from datakit.fsutil import atomic_write_text, check_no_symlink, folder_lock, fsync_dir
 from datakit.manifest import IMAGE_ID, LABEL, PATH, PathGuard, check_labels, resolve
@@ -60,6 +66,7 @@ METADATA = "metadata.csv"
 # Extra manifest columns copied into the hf metadata.csv when present.
 HF_EXTRA = ("image_id", "source_url", "license")
 STATE_FILE = "export.json"
+DATASHEET = "DATASHEET.md"
 _TMP_PREFIX = ".export-"
 _TMP_SUFFIX = ".tmp"
 
@@ -88,6 +95,8 @@ class ExportReport:
     links: dict[str, int] = field(default_factory=dict)  # mode actually used -> files
     removed_splits: list[str] = field(default_factory=list)  # stale split folders deleted
     notes: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # files beside the splits (ATTRIBUTION.md, ...)
+    licences: dict[str, Any] = field(default_factory=dict)  # licences.summary of the credited images
 
     @property
     def total(self) -> int:
@@ -114,6 +123,8 @@ class ExportReport:
             "skipped": dict(self.skipped),
             "removed_splits": list(self.removed_splits),
             "notes": list(self.notes),
+            "files": list(self.files),
+            "licences": dict(self.licences),
         }
 
     def lines(self) -> list[str]:
@@ -125,6 +136,9 @@ class ExportReport:
             out.append(f"  {split}: {n} ({parts})")
         for reason, n in self.skipped.items():
             out.append(f"  skipped {n} rows: {SKIP_REASONS.get(reason, reason)}")
+        if self.files:
+            out.append(f"  also: {', '.join(self.files)} ({self.licences.get('images', 0)} original images credited)")
+        out.extend(f"  licence: {w}" for w in self.licences.get("warnings", []))
         out.extend(f"  note: {note}" for note in self.notes)
         return out
 
@@ -164,18 +178,30 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def _read_state(out: Path) -> set[str]:
+def _read_state(out: Path, key: str = "splits") -> set[str]:
+    """The split folders (`key="splits"`) or top-level files (`"files"`) an earlier export wrote."""
     path = out / ".datakit" / STATE_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return {str(s) for s in data.get("splits", [])}
+        return {str(s) for s in data.get(key, [])}
     except (OSError, ValueError, AttributeError):
         return set()
 
 
-def _write_state(out: Path, splits: set[str], layout: str) -> None:
-    text = json.dumps({"splits": sorted(splits), "layout": layout}, indent=2) + "\n"
+def _write_state(out: Path, splits: set[str], layout: str, files: set[str] | None = None) -> None:
+    files = _read_state(out, "files") if files is None else files
+    text = json.dumps({"splits": sorted(splits), "layout": layout, "files": sorted(files)}, indent=2) + "\n"
     atomic_write_text(out / ".datakit" / STATE_FILE, text)
+
+
+def _read_datasheet(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ParamsError(f"--datasheet {path}: cannot read it as UTF-8 text ({why}); run `datakit report` to write one") from None
 
 
 def _clean_leftovers(out: Path) -> None:
@@ -293,8 +319,9 @@ def export(
     layout: Layout = "imagefolder",
     link: LinkMode = "hardlink",
     splits: Sequence[str] | None = None,
+    datasheet: Path | None = None,
 ) -> ExportReport:
-    """Materialise a split manifest under `out`.
+    """Materialise a split manifest under `out`, with ATTRIBUTION.md and attribution.csv.
 
     Args:
         df: A split manifest (``image_id``, ``path``, ``label``, ``split``; ``keep`` optional).
@@ -306,6 +333,8 @@ def export(
         link: ``"hardlink"`` (copy across filesystems), ``"copy"`` or ``"symlink"`` (relative).
         splits: Only these splits (others in ``out`` are left alone). ``None``: every split in
             the manifest, and split folders of an earlier export that no longer exist are removed.
+        datasheet: A DATASHEET.md (`datakit report` writes reports/DATASHEET.md) copied to
+            ``out/DATASHEET.md``.
 
     Raises:
         ParamsError: bad layout/link, unknown split asked for, labels or split names that are
@@ -360,16 +389,24 @@ def export(
     if layout == "imagefolder":
         _check_names(sorted(set(rows[LABEL])), "labels")
     _check_rows(rows, root, out)
+    sheet = _read_datasheet(datasheet)
+    extra = [licences.ATTRIBUTION_MD, licences.ATTRIBUTION_CSV] + ([DATASHEET] if sheet is not None else [])
 
     out.mkdir(parents=True, exist_ok=True)
     with folder_lock(out, "export"):
         _clean_leftovers(out)
         ours = _read_state(out)
+        our_files = _read_state(out, "files")
         for s in wanted:
             final = out / s
             if (final.exists() or final.is_symlink()) and s not in ours:
                 raise ParamsError(
                     f"{final} already exists and was not written by datakit export; delete it or choose another --out"
+                )
+        for name in extra:
+            if ((out / name).exists() or (out / name).is_symlink()) and name not in our_files:
+                raise ParamsError(
+                    f"{out / name} already exists and was not written by datakit export; delete it or choose another --out"
                 )
         built: list[tuple[str, Path]] = []
         try:
@@ -393,7 +430,13 @@ def export(
                     report.removed_splits.append(stale)
         else:
             keep_recorded |= ours
-        _write_state(out, keep_recorded, layout)
+        # Credits cover every split folder now in `out` that this manifest holds.
+        credit = (skip.isna() | skip.eq("not_selected")).to_numpy() & split_col.astype(str).isin(keep_recorded).to_numpy()
+        _write_state(out, keep_recorded, layout, our_files | set(extra))
+        report.licences = licences.write_attribution(df[credit], out)
+        if sheet is not None:
+            atomic_write_text(out / DATASHEET, sheet)
+        report.files = extra
         fsync_dir(out)
     if report.removed_splits:
         report.notes.append(f"removed split folders of an earlier export: {', '.join(report.removed_splits)}")
@@ -448,6 +491,7 @@ class ExportParams(BaseModel):
     layout: Layout = "imagefolder"
     link: LinkMode = "hardlink"
     splits: list[str] | None = None  # None: every split in the manifest
+    datasheet: Path | None = None  # a DATASHEET.md copied into the export folder
 
 
 def export_params(**values: object) -> ExportParams:
@@ -469,7 +513,8 @@ def run(manifest: pd.DataFrame, params: ExportParams, ctx: StageContext) -> Stag
     `extra["export"]` the `ExportReport`."""
     if ctx.out is None:
         raise ParamsError("export needs an output folder (--out DIR)")
-    rep = export(manifest, ctx.root, ctx.out, layout=params.layout, link=params.link, splits=params.splits)
+    rep = export(manifest, ctx.root, ctx.out, layout=params.layout, link=params.link, splits=params.splits,
+                 datasheet=params.datasheet)
     return StageResult(manifest, rep.to_dict(), files={s: rep.out / s for s in rep.counts}, extra={"export": rep})
 
 
@@ -481,10 +526,12 @@ def export_manifest(
     layout: Layout = "imagefolder",
     link: LinkMode = "hardlink",
     splits: Sequence[str] | None = None,
+    datasheet: Path | None = None,
 ) -> ExportReport:
     """Read a split folder (or manifest file) with `stage.load_input` and export it (the CLI's
     entry). Files are checked for the rows exported only (a dropped row's file may be gone)."""
     inp = load_input(Path(manifest), needs=(SPLIT_KIND,), required=REQUIRED, check_files=False, root=root)
-    params = export_params(layout=layout, link=link, splits=list(splits) if splits is not None else None)
+    params = export_params(layout=layout, link=link, splits=list(splits) if splits is not None else None,
+                           datasheet=datasheet)
     result = run(inp.manifest, params, StageContext(root=inp.root, out=Path(out), input=inp.folder))
     return result.extra["export"]

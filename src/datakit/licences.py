@@ -19,24 +19,30 @@ nothing. `family` sorts any of these into one of `FAMILIES`:
 The name decides when it is recognised, else the URL (creativecommons.org/licenses/...,
 /publicdomain/zero|mark/ and a few providers' licence pages). `summary` counts kept original
 images per family (and per split) and states the obligations in plain English; `LicensesParams`
-is the `licenses:` section whose `allow` list `datakit curate` applies before split.
+is the `licenses:` section whose `allow` list `datakit curate` applies before split;
+`write_attribution` writes ATTRIBUTION.md and attribution.csv (`datakit credits`, `datakit export`).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import re
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from datakit.params import parse_section
+from datakit.fsutil import atomic_write_text
+from datakit.params import SPLIT_NAMES, parse_section
 from datakit.stage import ORIGINAL, kept, origins
 
 FAMILIES: tuple[str, ...] = ("CC0/PDM", "BY", "BY-SA", "NC", "ND", "other", "unknown")
 PUBLIC, BY, BY_SA, NC, ND, OTHER, UNKNOWN = FAMILIES
 REASON = "licence_not_allowed"
+NO_SPLIT = "(none)"  # the split of a row that has none
 
 # What a family asks of whoever uses the images (README and ATTRIBUTION.md use these words).
 MEANING: dict[str, str] = {
@@ -170,6 +176,15 @@ def _images(n: int) -> str:
     return f"{n} image{'s' if n != 1 else ''}"
 
 
+def _are(n: int) -> str:
+    return f"{_images(n)} {'is' if n == 1 else 'are'}"
+
+
+def _split_order(name: str) -> tuple[int, str]:
+    """train, val, test first, then other names alphabetically."""
+    return (SPLIT_NAMES.index(name) if name in SPLIT_NAMES else len(SPLIT_NAMES), name)
+
+
 def warnings(counts: dict[str, int]) -> list[str]:
     """The obligations that `counts` (family -> images) carry, one plain-English line each."""
     lines: list[str] = []
@@ -178,19 +193,19 @@ def warnings(counts: dict[str, int]) -> list[str]:
         lines.append(f"Attribution required: {_images(credit)} (BY, BY-SA, NC, ND) must be credited with title, "
                      f"creator, licence and source wherever the dataset goes: ship ATTRIBUTION.md with it.")
     if counts.get(BY_SA, 0):
-        lines.append(f"Share-alike: {_images(counts[BY_SA])} are BY-SA; datasets derived from them must carry "
+        lines.append(f"Share-alike: {_are(counts[BY_SA])} BY-SA; datasets derived from them must carry "
                      f"the same licence.")
     if counts.get(NC, 0):
-        lines.append(f"Non-commercial: {_images(counts[NC])} are NC; no commercial use of them or of a dataset "
+        lines.append(f"Non-commercial: {_are(counts[NC])} NC; no commercial use of them or of a dataset "
                      f"that contains them.")
     if counts.get(ND, 0):
-        lines.append(f"No derivatives: {_images(counts[ND])} are ND; augmentation (crops, flips, colour changes) "
+        lines.append(f"No derivatives: {_are(counts[ND])} ND; augmentation (crops, flips, colour changes) "
                      f"produces derivatives, so do not augment them or share altered copies.")
     if counts.get(OTHER, 0):
-        lines.append(f"Other licences: {_images(counts[OTHER])} carry a licence outside Creative Commons (e.g. All "
+        lines.append(f"Other licences: {_images(counts[OTHER])} {'carries' if counts[OTHER] == 1 else 'carry'} a licence outside Creative Commons (e.g. All "
                      f"Rights Reserved, Pixabay/Pexels/Unsplash licences): read its terms before use.")
     if counts.get(UNKNOWN, 0):
-        lines.append(f"Unknown: {_images(counts[UNKNOWN])} have no licence information (Brave and Bing return "
+        lines.append(f"Unknown: {_images(counts[UNKNOWN])} {'has' if counts[UNKNOWN] == 1 else 'have'} no licence information (Brave and Bing return "
                      f"none): check them before use.")
     return lines
 
@@ -206,8 +221,8 @@ def summary(rows: pd.DataFrame) -> dict[str, Any]:
     fams = families(chosen)
     out: dict[str, Any] = {"images": len(chosen), "families": _counts(fams)}
     if "split" in chosen.columns:
-        split = chosen["split"].astype("object").where(chosen["split"].notna(), "(none)").astype(str)
-        out["by_split"] = {s: _counts(fams[split == s]) for s in sorted(set(split))}
+        split = chosen["split"].map(cell_text).replace("", NO_SPLIT)
+        out["by_split"] = {s: _counts(fams[split == s]) for s in sorted(set(split), key=_split_order)}
     names = chosen["license"] if "license" in chosen.columns else pd.Series(None, index=chosen.index, dtype="object")
     shown = names.map(lambda v: "(none)" if _blank(v) else " ".join(str(v).split()))
     out["licenses"] = {str(k): int(v) for k, v in shown.value_counts().sort_index().items()}
@@ -269,3 +284,126 @@ def gate(rows: pd.DataFrame, params: LicensesParams) -> tuple[pd.Series, pd.Seri
     fams = families(rows)
     dropped = kept(rows) & ~fams.isin(params.allow)
     return fams, dropped
+
+
+# --- ATTRIBUTION.md and attribution.csv --------------------------------------------------------------
+ATTRIBUTION_MD = "ATTRIBUTION.md"
+ATTRIBUTION_CSV = "attribution.csv"
+CSV_COLUMNS = ("image_id", "split", "label", "title", "creator", "license", "license_url", "family", "page_url",
+               "source_url", "provider")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|!~])")
+
+
+def cell_text(value: object) -> str:
+    """A cell as one line of text ("" for missing)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return " ".join(str(value).split())
+
+
+def credited(rows: pd.DataFrame) -> pd.DataFrame:
+    """The images to credit: kept originals of `rows` (derived images carry their parent's
+    licence), one row each with `CSV_COLUMNS` (`family` computed, missing columns empty, no
+    split: `(none)`), in split order (train, val, test, then others), family, label, image_id."""
+    chosen = rows[(kept(rows) & origins(rows).eq(ORIGINAL)).to_numpy(dtype=bool)]
+    table = pd.DataFrame(index=chosen.index)
+    for col in CSV_COLUMNS:
+        if col == "family":
+            table[col] = families(chosen)
+        elif col in chosen.columns:
+            table[col] = chosen[col].map(cell_text)
+        else:
+            table[col] = ""
+    table["split"] = table["split"].where(table["split"] != "", NO_SPLIT)
+    table["_split"] = table["split"].map(_split_order)
+    table["_family"] = table["family"].map(FAMILIES.index)
+    table = table.sort_values(["_split", "_family", "label", "image_id"], kind="stable")
+    return table.drop(columns=["_split", "_family"]).reset_index(drop=True)
+
+
+def _csv_cell(value: str) -> str:
+    """A spreadsheet would run a cell starting with = + - @ as a formula: such text (titles and
+    creators come from the web) is prefixed with an apostrophe, the usual guard."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def attribution_csv(table: pd.DataFrame) -> str:
+    """attribution.csv of a `credited` table: a header of `CSV_COLUMNS`, one line per image."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for rec in table[list(CSV_COLUMNS)].itertuples(index=False):
+        w.writerow([_csv_cell(str(v)) for v in rec])
+    return buf.getvalue()
+
+
+def _md(text: str) -> str:
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def _web_url(url: str) -> str | None:
+    """`url` made safe inside a Markdown link, or None when it is not http(s)."""
+    if not url or urlsplit(url).scheme.lower() not in ("http", "https"):
+        return None
+    return quote(url, safe=":/?#@!$&'*+,;=%~.-_")
+
+
+def _link(text: str, url: str) -> str:
+    web = _web_url(url)
+    if web:
+        return f"[{_md(text)}]({web})"
+    return f"{_md(text)} ({_md(url)})" if url else _md(text)
+
+
+def _line(r: Any) -> str:
+    title = f"\"{_md(r.title)}\"" if r.title else "Untitled"
+    creator = _md(r.creator) if r.creator else "unknown creator"
+    licence = _link(r.license, r.license_url) if r.license else (
+        _link("licence page", r.license_url) if r.license_url else "no licence information")
+    source, what = (r.page_url, "source page") if r.page_url else (r.source_url, "image file")
+    where = _link(what, source) if _web_url(source) else (f"{what} `{source.replace('`', '')}`" if source else "no source page")
+    return f"- {title} by {creator}, {licence}, {where} (`{r.image_id.replace('`', '')}`, {_md(r.label) or 'no label'})"
+
+
+def _table_md(summ: dict[str, Any]) -> list[str]:
+    rows = dict(summ.get("by_split") or {})
+    shown = [f for f in FAMILIES if summ["families"].get(f)] or list(FAMILIES[:1])
+    out = ["| split | " + " | ".join(shown) + " | total |", "|---" * (len(shown) + 2) + "|"]
+    for name, counts in [*rows.items(), ("**all**", summ["families"])]:
+        out.append(f"| {_md(name) if name != '**all**' else name} | " + " | ".join(str(counts.get(f, 0)) for f in shown)
+                   + f" | {sum(counts.values())} |")
+    return out
+
+
+def attribution_md(table: pd.DataFrame, summ: dict[str, Any], source: str | None = None) -> str:
+    """ATTRIBUTION.md of a `credited` table: the licence summary table and the obligations at
+    the top, then per split and licence family one line per image (title, creator, licence with
+    its link, source page)."""
+    lines = ["# Attribution", ""]
+    lines.append(f"Credits for the {summ['images']} original images of this dataset"
+                 + (f" (from `{source.replace('`', '')}`)" if source else "") + ", written by `datakit credits`. "
+                 "attribution.csv holds the same list for tools.")
+    lines += ["", "## Licences", "", *_table_md(summ), "", "## Obligations", ""]
+    lines += [f"- {w}" for w in summ["warnings"]] or ["- None: every image is in the public domain."]
+    derived = summ.get("derived", 0)
+    lines.append("- Derived images (augmented copies and other images made from these) are not listed again: each "
+                 "carries the licence and the obligations of the image it was made from"
+                 + (f" ({_images(derived)} here)." if derived else "."))
+    lines += ["", "Licence families: " + "; ".join(f"**{f}**: {MEANING[f]}" for f in FAMILIES) + "."]
+    for split, part in table.groupby("split", sort=False):
+        lines += ["", f"## {_md(str(split))} ({_images(len(part))})"]
+        for fam, group in part.groupby("family", sort=False):
+            lines += ["", f"### {fam} ({_images(len(group))}): {MEANING[str(fam)]}", ""]
+            lines += [_line(r) for r in group.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def write_attribution(rows: pd.DataFrame, folder: Path, source: str | None = None) -> dict[str, Any]:
+    """Write FOLDER/ATTRIBUTION.md and FOLDER/attribution.csv (each atomic) for the kept original
+    images of `rows`; return their `summary`."""
+    folder = Path(folder)
+    summ = summary(rows)
+    table = credited(rows)
+    for name, text in ((ATTRIBUTION_CSV, attribution_csv(table)), (ATTRIBUTION_MD, attribution_md(table, summ, source))):
+        atomic_write_text(folder / name, text)  # os.replace: a symlink planted at the name is replaced, not followed
+    return summ

@@ -67,6 +67,8 @@ def test_imagefolder_hardlink(tmp_path: Path) -> None:
     out = tmp_path / "export"
     rep = export(df, root, out)
     assert _visible(out) == [
+        "ATTRIBUTION.md",  # the credits of the exported images (datakit.licences)
+        "attribution.csv",
         "test/dog/a6.jpg",
         "train/cat/a1.jpg",
         "train/cat/a2.png",
@@ -114,6 +116,8 @@ def test_hf_layout_metadata(tmp_path: Path) -> None:
     out = tmp_path / "hf"
     rep = export(df, root, out, layout="hf", splits=["train", "val"])
     assert _visible(out) == [
+        "ATTRIBUTION.md",  # the credits of the exported images (datakit.licences)
+        "attribution.csv",
         "train/a1.jpg",
         "train/a2.png",
         "train/a3.jpg",

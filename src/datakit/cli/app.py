@@ -16,7 +16,7 @@ from datakit import __version__
 # `datakit --help` lists the commands in pipeline order (typer would list sub-apps such as
 # `dedup` after every plain command).
 PIPELINE_ORDER = ("init", "scrape", "embed", "dedup", "suspects", "review", "curate", "split", "audit", "augment", "balance", "train", "evaluate",
-                  "predict", "report", "colors", "export", "verify")
+                  "predict", "report", "colors", "export", "credits", "verify")
 
 
 class _PipelineOrder(typer.core.TyperGroup):
