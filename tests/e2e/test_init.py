@@ -42,6 +42,10 @@ def test_init_then_dvc_repro(tmp_path) -> None:
     params = yaml.safe_load((project / "params.yaml").read_text())
     assert params["scrape"]["provider"] == "synthetic"
     assert "# " in (project / "params.yaml").read_text()  # commented, as shipped
+    # DVC set up for plots that render offline (tests/e2e/test_plots_offline.py opens them in Chromium)
+    assert "html_template = plots/datakit.html" in (project / ".dvc" / "config").read_text()
+    assert (project / ".dvc" / "plots" / "datakit.html").is_file() and (project / ".dvc" / "plots" / "epochs.json").is_file()
+    assert "dvc_plots/" in (project / ".gitignore").read_text().split()
     # a second init keeps what is there
     again = _run([sys.executable, "-m", "datakit", "init", str(project)], tmp_path, env)
     assert "kept (exists; --force overwrites): dvc.yaml, params.yaml, review/decisions.csv" in again.stdout
