@@ -269,8 +269,10 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
     gap = dk["accuracy"] - sk["accuracy"]
     ok = gap >= -0.02
     print(f"\ndatakit - sklearn: {100 * gap:+.1f} points (goal: within 2 points): {'PASS' if ok else 'FAIL'}")
+    from datakit.console import read_report
+
     return {"rows": counts, "datakit": dk, "sklearn": sk, "gap_points": 100 * gap, "pass": ok,
-            "seconds": seconds, "embed_report": json.loads((work / "reports/embed.json").read_text())}
+            "seconds": seconds, "embed_report": read_report(work / "reports/embed.json")}
 
 
 def main(argv: list[str]) -> int:

@@ -195,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import pandas as pd
 
+    from datakit.console import read_report
     from datakit.curation import scoring
     from datakit.curation.suspects import SuspectsParams
     from datakit.manifest import read_stage_manifest
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         name = noisy.name.replace("dedup-noisy", "suspects")
         wall = _cli("suspects", str(noisy.relative_to(work)), "--embeddings", "data/embed", "--params", "params.yaml",
                     "--out", f"data/{name}", "--report", f"reports/{name}.json", cwd=work)
-        rep = json.loads((work / f"reports/{name}.json").read_text())
+        rep = read_report(work / f"reports/{name}.json")  # with its run facts (seconds)
         table = pd.read_parquet(work / f"data/{name}/suspects.parquet")
         ids = table["image_id"].tolist()
         labels = table["label"].tolist()

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 FORMAT = "datakit.model/1"
 MODEL_FILE = "model.pt"
 HISTORY_FILE = "history.csv"
-HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy", "lr", "seconds"]
+# The data of training, not its wall time: each epoch's seconds go to the run facts of the report
+# (reports/train.run.json, `epoch_seconds`), so the same data and params give the same history.csv.
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy", "lr"]
 
 
 def payload(result: FitResult, params: TrainParams, *, augment: OnlineAugment | None,

@@ -1,0 +1,69 @@
+"""The pipeline's headline figures as one flat JSON of named scalars: what DVC shows as metrics.
+
+Each stage's own report (`reports/<stage>.json`) keeps every figure, nested as the stage made it;
+DVC cannot show dicts and lists, and a table of every key is ~380 columns wide. `datakit report`
+therefore also writes `reports/metrics.json`: a dozen scalars, in pipeline order, named so that a
+column of `dvc metrics show` / `dvc exp show` reads on its own. A stage that did not run leaves its
+keys out (no nulls: DVC shows "-").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.json"
+
+
+def _get(report: dict[str, Any] | None, *keys: str) -> Any:
+    value: Any = report
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+# (metric name, stage report, path inside it, digits to round to (None: an integer count))
+HEADLINE: list[tuple[str, str, tuple[str, ...], int | None]] = [
+    ("images_scraped", "scrape", ("stored",), None),
+    ("duplicates_removed", "dedup", ("removed",), None),
+    ("label_noise_estimate", "suspects", ("estimated_noise",), 4),
+    ("suspects_flagged", "suspects", ("flagged",), None),
+    ("review_decisions", "curate", ("applied",), None),
+    ("train_images", "split", ("per_split", "train"), None),
+    ("val_images", "split", ("per_split", "val"), None),
+    ("test_images", "split", ("per_split", "test"), None),
+    ("leaks", "audit", ("leaks",), None),
+    ("accuracy", "evaluate", ("accuracy",), 4),
+    ("balanced_accuracy", "evaluate", ("balanced_accuracy",), 4),
+    ("macro_f1", "evaluate", ("macro_f1",), 4),
+]
+
+
+def headline(report_of: Callable[[str], dict[str, Any] | None]) -> dict[str, int | float]:
+    """The headline scalars from the stage reports `report_of(stage)` returns (None: not run)."""
+    out: dict[str, int | float] = {}
+    for name, stage, path, digits in HEADLINE:
+        value = _get(report_of(stage), *path)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            continue
+        out[name] = int(value) if digits is None else round(float(value), digits)
+    return out
+
+
+def read_stage_reports(reports_dir: Path) -> Callable[[str], dict[str, Any] | None]:
+    """`report_of` over a reports folder: reports/<stage>.json, None when absent or unreadable."""
+
+    def report_of(stage: str) -> dict[str, Any] | None:
+        path = Path(reports_dir) / f"{stage}.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    return report_of

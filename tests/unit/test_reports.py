@@ -1,0 +1,56 @@
+"""Stage reports: the data's figures apart from the run's facts, and the headline metrics DVC shows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from datakit.console import read_report, run_facts_path, split_run_facts, write_report
+from datakit.report.metrics import HEADLINE, headline, read_stage_reports
+
+
+def test_timings_go_beside_the_report_and_the_report_is_the_same_on_a_rerun(tmp_path: Path) -> None:
+    path = tmp_path / "reports" / "dedup.json"
+    first = {"kept": 10, "seconds": 1.234, "images_per_s": 99.0, "downloaded_now": 7,
+             "by_signal": {"crop": 3, "hash_seconds": 0.5}, "per_label": {"a": 1}}
+    write_report(path, first)
+    stable = path.read_bytes()
+    assert json.loads(stable) == {"kept": 10, "by_signal": {"crop": 3}, "per_label": {"a": 1}}
+    assert json.loads(run_facts_path(path).read_text()) == {
+        "seconds": 1.234, "images_per_s": 99.0, "downloaded_now": 7, "by_signal": {"hash_seconds": 0.5}}
+    assert run_facts_path(path).name == "dedup.run.json"
+    assert read_report(path) == first  # the stage's report as it made it
+
+    # the same data on another day: other timings, the same declared report, byte for byte
+    write_report(path, {**first, "seconds": 9.9, "images_per_s": 1.0, "by_signal": {"crop": 3, "hash_seconds": 4.0}})
+    assert path.read_bytes() == stable
+    assert read_report(path)["seconds"] == 9.9
+
+
+def test_a_report_without_run_facts_writes_no_companion(tmp_path: Path) -> None:
+    path = tmp_path / "split.json"
+    write_report(path, {"images": 5})
+    assert not run_facts_path(path).exists()
+    assert read_report(path) == {"images": 5}
+    assert split_run_facts({"a": {"b": {"c_seconds": 1, "d": 2}}}) == ({"a": {"b": {"d": 2}}}, {"a": {"b": {"c_seconds": 1}}})
+
+
+def test_headline_metrics_are_flat_named_scalars_in_pipeline_order(tmp_path: Path) -> None:
+    reports = {
+        "scrape": {"stored": 723, "per_label": {"a": 1}},
+        "dedup": {"removed": 95},
+        "suspects": {"estimated_noise": 0.079166, "flagged": 45},
+        "split": {"per_split": {"train": 503, "val": 64, "test": 61}},
+        "audit": {"leaks": 0, "ok": True},
+        "evaluate": {"accuracy": 0.83606557, "balanced_accuracy": float("nan"), "macro_f1": 0.8306},
+    }
+    for stage, rep in reports.items():
+        write_report(tmp_path / f"{stage}.json", rep)
+    (tmp_path / "curate.json").write_text("{not json")  # unreadable: its keys are left out, nothing else
+    got = headline(read_stage_reports(tmp_path))
+    assert got == {"images_scraped": 723, "duplicates_removed": 95, "label_noise_estimate": 0.0792,
+                   "suspects_flagged": 45, "train_images": 503, "val_images": 64, "test_images": 61,
+                   "leaks": 0, "accuracy": 0.8361, "macro_f1": 0.8306}
+    assert list(got) == [name for name, *_ in HEADLINE if name in got]  # pipeline order
+    assert all(isinstance(v, int | float) and not isinstance(v, bool) for v in got.values())
+    assert headline(read_stage_reports(tmp_path / "nothing-here")) == {}
