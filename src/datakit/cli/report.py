@@ -47,24 +47,29 @@ def register(app: typer.Typer) -> None:
         data: Annotated[Path, typer.Option(help="Folder holding the stage folders (scrape/, dedup/, split/, ... train/, evaluate/).", file_okay=False)] = Path("data"),
         reports: Annotated[Path, typer.Option(help="Folder holding the stages' figures (<stage>.json).", file_okay=False)] = Path("reports"),
         out_file: Annotated[Path, typer.Option("--out", help="The HTML page to write (one self-contained file).", dir_okay=False)] = Path("reports/report.html"),
+        datasheet: Annotated[Optional[Path], typer.Option("--datasheet", help="The datasheet to write (Markdown; default: DATASHEET.md next to --out).", dir_okay=False)] = None,
         params_file: ParamsOpt = None,
         stage: Annotated[Optional[list[str]], typer.Option("--stage", help="NAME=PATH: a stage folder somewhere else than DATA/NAME (repeatable).")] = None,
         report: Annotated[Optional[Path], report_option("report")] = None,
     ) -> None:
         """Write one static HTML page for a pipeline run: counts at every stage per label and query,
         duplicate and label-conflict galleries, the audit, balance, training curves, the confusion
-        matrix, the learning curve and the most confident mistakes.
+        matrix, the learning curve and the most confident mistakes. Beside it, DATASHEET.md: the
+        dataset version's datasheet (motivation, composition, collection, cleaning, uses,
+        licences, and the git commit and dvc.lock hashes to get this exact version back).
 
         Every part is optional: what is absent is named on the page. The page embeds its images and
         charts (no script, no external URL), so it opens offline. The params file is shown in the
         header; what the page holds (sections, counts) goes to --report as JSON."""
         from datakit.console import write_report
-        from datakit.report import build_report, params_file_for, stage_folders
+        from datakit.report import DATASHEET, build_report, params_file_for, stage_folders
         from datakit.stage import stage_report_path
 
         try:
             stages = stage_folders(data, parse_stage_overrides(stage))
-            result = build_report(stages, reports, out_file, params_file=params_file_for(params_file))
+            sheet = datasheet if datasheet is not None else out_file.parent / DATASHEET
+            result = build_report(stages, reports, out_file, params_file=params_file_for(params_file), datasheet=sheet,
+                                  project=Path.cwd())
         except DatakitError as exc:
             raise _fail(exc) from None
         write_report(stage_report_path("report", report), result)
@@ -73,6 +78,7 @@ def register(app: typer.Typer) -> None:
         for line in result["notes"]:
             err.print(f"note: {line}", highlight=False, markup=False)
         out.print(str(out_file), highlight=False, markup=False, soft_wrap=True)
+        out.print(str(sheet), highlight=False, markup=False, soft_wrap=True)
 
 
 __all__ = ["register", "parse_stage_overrides"]

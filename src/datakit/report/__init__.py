@@ -13,6 +13,9 @@ stopped at `split` still gets a page. Every part is optional:
 | training | `train/history.csv` (loss and accuracy per epoch), `reports/train.json` |
 | evaluation | `reports/evaluate.json`, `evaluate/per_class.csv`, `evaluate/predictions.csv` (confusion matrix), `evaluate/learning_curve.csv`, `evaluate/cv.csv`, `evaluate/mistakes.json` |
 
+With `datasheet=PATH` (the CLI's default: DATASHEET.md next to the page) the run's datasheet is
+written too (`datakit.report.datasheet`) and linked near the top of the page.
+
 The file is self-contained: inline CSS, thumbnails as JPEG data URIs, charts as inline SVG, no
 script and no external URL, so it renders offline and can be mailed or archived as one file.
 Thumbnails share a byte budget (`max_thumb_bytes`) so the page stays a few megabytes whatever
@@ -26,6 +29,7 @@ duplicates, audit, balance), `evaluation` (training, evaluation) and the page it
 
 from __future__ import annotations
 
+import os
 import platform
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -38,6 +42,7 @@ from datakit.errors import DatakitError
 from datakit.fsutil import atomic_write_text
 from datakit.manifest import find_project_root
 from datakit.report.charts import svg_line_chart
+from datakit.report.datasheet import DATASHEET, build_datasheet
 from datakit.report.evaluation import confusion, evaluation_section, training_section
 from datakit.report.parts import RunFiles, Thumbs, esc, html_table
 from datakit.report.review import review_section
@@ -133,7 +138,8 @@ _SECTIONS = {
 def build_report(stages: Mapping[str, Path], reports_dir: Path | None, out: Path, *, root: Path | None = None,
                  params_file: Path | None = None, title: str = "datakit run report", largest_groups: int = 12,
                  max_conflict_groups: int = 40, max_pairs: int = 8, max_mistakes: int = 16,
-                 max_thumb_bytes: int = 3_000_000) -> dict[str, Any]:
+                 max_thumb_bytes: int = 3_000_000, datasheet: Path | None = None,
+                 project: Path | None = None) -> dict[str, Any]:
     """Write the run's page to `out` and return what it holds.
 
     `stages` maps stage names (see STAGES; `stage_folders` builds it) to folders, which may not
@@ -141,7 +147,11 @@ def build_report(stages: Mapping[str, Path], reports_dir: Path | None, out: Path
     are relative to (default: `find_project_root` of the first stage folder that exists).
     Returns {"path", "bytes", "thumbnails", "sections": {name: bool}, "absent": [...], "notes":
     [...], plus each present section's figures under its name}. Raises DatakitError when nothing
-    at all is found, or when a file that is there cannot be read."""
+    at all is found, or when a file that is there cannot be read.
+
+    With `datasheet` (a path), DATASHEET.md is written there too (see `datakit.report.datasheet`:
+    `project` is the folder git, dvc.lock and .dvc/config are read from)
+    and the page links to it; its figures are under "datasheet"."""
     stages = {k: Path(v) for k, v in stages.items()}
     reports_dir = Path(reports_dir) if reports_dir is not None else None
     existing = [p for p in stages.values() if p.is_dir()]
@@ -176,6 +186,11 @@ def build_report(stages: Mapping[str, Path], reports_dir: Path | None, out: Path
     if thumbs.used >= max_thumb_bytes:
         notes.append(f"thumbnail budget ({max_thumb_bytes:,} bytes) reached: later images are drawn as boxes")
 
+    sheet = None
+    if datasheet is not None:
+        sheet = build_datasheet(run, Path(datasheet), project=project, params_text=params_text,
+                                params_name=Path(params_file).name if params_file is not None else "params.yaml",
+                                html=Path(out))
     nav = " ".join(f'<a href="#{k}">{esc(_SECTIONS[k][0])}</a>' for k, v in built.items() if v is not None)
     stage_rows = [[k, str(v) if v.is_dir() else "–", "found" if run.report(k) is not None else "–"] for k, v in stages.items()]
     header = [
@@ -186,6 +201,10 @@ def build_report(stages: Mapping[str, Path], reports_dir: Path | None, out: Path
         f"{f' · reports {esc(reports_dir)}' if reports_dir else ''}</p>",
         f"<nav>{nav}</nav>",
     ]
+    if datasheet is not None:
+        rel = Path(os.path.relpath(Path(datasheet).absolute(), Path(out).absolute().parent)).as_posix()
+        header.append(f'<p class="meta" id="datasheet-link">Datasheet of this dataset version: <a href="{esc(rel)}">'
+                      f"{esc(rel)}</a></p>")
     if absent:
         header.append('<div class="absent" id="absent"><b>Not in this run</b><ul>'
                       + "".join(f"<li>{esc(a)}</li>" for a in absent) + "</ul></div>")
@@ -206,9 +225,11 @@ def build_report(stages: Mapping[str, Path], reports_dir: Path | None, out: Path
         "sections": {k: v is not None for k, v in built.items()}, "absent": absent, "notes": notes,
     }
     result.update({k: v[1] for k, v in built.items() if v is not None})
+    if sheet is not None:  # its headline figures (the git state stays in the file)
+        result["datasheet"] = {k: sheet.get(k) for k in ("path", "bytes", "images", "classes", "cautions")}
     return result
 
 
 _Thumbs = Thumbs  # the name tests/unit/test_manifest.py imports
 
-__all__ = ["STAGES", "Thumbs", "build_report", "params_file_for", "confusion", "funnel", "stage_folders", "svg_line_chart"]
+__all__ = ["DATASHEET", "STAGES", "build_datasheet", "Thumbs", "build_report", "params_file_for", "confusion", "funnel", "stage_folders", "svg_line_chart"]
