@@ -102,6 +102,7 @@ TRAIN_EPILOG = (
     "  datakit train data/balance --out models/probe --mode linear_probe   (needs data/balance/embeddings.parquet)\n\n"
     "  datakit train data/balance --out models/smoke --no-pretrained --epochs 1 --device cpu\n\n"
     "  torchrun --nproc_per_node 4 -m datakit train data/balance --out models/ddp   (DDP; rank 0 writes)\n\n"
+    "  datakit train data/balance --params params.yaml --out reports/lr_find --lr-find   (LR range test, no training)\n\n"
     "  params.yaml: train: {backbone: efficientnet_b0, epochs: 20, lr: 0.001, backbone_lr_scale: 0.1, patience: 3}"
 )
 
@@ -117,6 +118,37 @@ PREDICT_EPILOG = (
     "  datakit predict models/baseline ~/new_photos                      (a table of the first rows)\n\n"
     "  datakit predict models/baseline ~/new_photos --out predictions.csv --top-k 5"
 )
+
+
+def _lr_find(input_dir: Path, out_dir: Path, p: Any, augment: Any, report: Optional[Path],
+             sweep: tuple[float, float, int]) -> None:
+    """`datakit train --lr-find`: the range test, its suggestion and the line to set it. The
+    train report is written only when --report names a file (reports/train.json is training's)."""
+    from datakit.console import write_report
+    from datakit.train.lrfind import Sweep, find_folder, lr_text
+
+    start, end, steps = sweep
+    try:
+        result = find_folder(input_dir, out_dir, p, augment=augment, plan=Sweep(start_lr=start, end_lr=end, steps=steps),
+                             progress=_Notes())
+    except DatakitError as exc:
+        raise _fail(exc) from None
+    rep = result.report
+    if report is not None:
+        write_report(report, rep)
+    stop = f"stopped early: {rep['stop_reason']}" if rep["stopped_early"] else "ran every batch"
+    reached = lr_text(rep["lr_reached"]) if rep["lr_reached"] is not None else "-"
+    lines = [f"lr range test ({rep['mode']}, {rep['backbone']}, {rep['device']}): {rep['steps']} of "
+             f"{rep['steps_planned']} batches, lr {lr_text(rep['start_lr'])} .. {reached}; {stop}"]
+    if rep["suggested_lr"] is not None:
+        alt = "" if rep["method"] == "min_loss/10" else f" (least loss / 10: {lr_text(rep['min_loss_lr_div10'])})"
+        lines.append(f"suggested lr {lr_text(rep['suggested_lr'])}: {rep['why']}{alt}")
+        lines.append(f"set it: {rep['hint']}")
+    else:
+        lines.append(f"no suggestion: {rep['why']}")
+    lines.append(f"curve: {result.files['csv']}   summary: {result.files['json']}"
+                 + (f"   report: {report}" if report is not None else ""))
+    out.print("\n".join(lines), highlight=False, markup=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -135,6 +167,10 @@ def register(app: typer.Typer) -> None:
         device: Annotated[Optional[str], typer.Option(help="Override train.device: auto, cpu, cuda, cuda:N.")] = None,
         seed: Annotated[Optional[int], typer.Option(help="Override train.seed.")] = None,
         pretrained: Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained", help="Override train.pretrained (--no-pretrained: random weights, smoke runs only).")] = None,
+        lr_find: Annotated[bool, typer.Option("--lr-find", help="Do not train: an LR range test on a fresh model built as training would build it; writes OUT/lr_find.csv (step, lr, loss, smoothed_loss) and OUT/lr_find.json, prints a suggested train.lr. No model, history or train report; give it a folder of its own (e.g. --out reports/lr_find), not the train stage's output.")] = False,
+        lr_find_steps: Annotated[int, typer.Option("--lr-find-steps", help="--lr-find: batches in the sweep (it stops early once the smoothed loss exceeds 4x its best).")] = 200,
+        lr_find_start: Annotated[float, typer.Option("--lr-find-start", help="--lr-find: the first lr.")] = 1e-7,
+        lr_find_end: Annotated[float, typer.Option("--lr-find-end", help="--lr-find: the last lr (at most 10, train.lr's limit).")] = 10.0,
     ) -> None:
         """Train a classifier: fine-tune a backbone on the images, or a linear probe on embeddings.
 
@@ -144,7 +180,9 @@ def register(app: typer.Typer) -> None:
         linear_probe: a linear head on INPUT/embeddings.parquet (datakit embed), SMOTE rows
         included; seconds on a CPU. Class weights come from INPUT/class_weights.json
         (class_weights: auto). Early stopping on the val split keeps the best epoch. On CUDA: bf16
-        autocast, channels_last; under torchrun: DDP. Images are decoded once into a uint8 cache."""
+        autocast, channels_last; under torchrun: DDP. Images are decoded once into a uint8 cache.
+        --lr-find: the learning-rate range test instead of training (the lr swept geometrically,
+        the suggestion from the steepest descent of the smoothed loss)."""
         from datakit.params import section
         from datakit.stage import stage_report_path
         from datakit.train.params import train_section
@@ -157,6 +195,9 @@ def register(app: typer.Typer) -> None:
         except DatakitError as exc:
             raise _fail(exc) from None
         _need_torch("datakit train")
+        if lr_find:
+            _lr_find(input_dir, out_dir, p, augment, report, (lr_find_start, lr_find_end, lr_find_steps))
+            return
         from datakit.train.loop import train_folder
 
         report = stage_report_path("train", report)

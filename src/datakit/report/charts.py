@@ -28,10 +28,30 @@ def _fmt_tick(v: float) -> str:
     return f"{v:g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.1e}"
 
 
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """Ticks on a log10 axis (`lo`, `hi` are log10 values): whole decades, every k-th one so at
+    most 8 show; a range under two decades gets the linear ticks of its exponents."""
+    first, last = math.ceil(lo - 1e-9), math.floor(hi + 1e-9)
+    if last - first < 2:
+        return _ticks(lo, hi, 4)
+    step = max(1, math.ceil((last - first + 1) / 8))
+    return [float(k) for k in range(first, last + 1, step)]
+
+
 def svg_line_chart(title: str, series: Sequence[tuple[str, Sequence[float], Sequence[float]]], *, x_label: str,
-                   y_label: str, y_range: tuple[float, float] | None = None, width: int = 540, height: int = 290) -> str:
-    """An inline SVG line chart: `series` is (name, xs, ys) per line; NaNs are skipped."""
-    pts = [(n, [(float(x), float(y)) for x, y in zip(xs, ys, strict=True) if not (math.isnan(float(y)) or math.isnan(float(x)))])
+                   y_label: str, y_range: tuple[float, float] | None = None, width: int = 540, height: int = 290,
+                   log_x: bool = False, marks: Sequence[tuple[str, float]] = ()) -> str:
+    """An inline SVG line chart: `series` is (name, xs, ys) per line; NaNs are skipped. `log_x`:
+    a log10 x axis (points with x <= 0 are skipped), tick labels in the data's units. `marks`:
+    (label, x) vertical lines (a suggested value, a threshold). With `y_range`, points outside it
+    are drawn on its edge."""
+    def keep(x: float, y: float) -> bool:
+        return math.isfinite(x) and math.isfinite(y) and not (log_x and x <= 0)
+
+    def tx(x: float) -> float:
+        return math.log10(x) if log_x else x
+
+    pts = [(n, [(tx(float(x)), float(y)) for x, y in zip(xs, ys, strict=True) if keep(float(x), float(y))])
            for n, xs, ys in series]
     pts = [(n, p) for n, p in pts if p]
     if not pts:
@@ -43,6 +63,7 @@ def svg_line_chart(title: str, series: Sequence[tuple[str, Sequence[float], Sequ
         x0, x1 = x0 - 1, x1 + 1
     if y_range is not None:
         y0, y1 = y_range
+        pts = [(n, [(x, min(max(y, y0), y1)) for x, y in p]) for n, p in pts]
     else:
         y0, y1 = min(ys_all), max(ys_all)
         pad = (y1 - y0) * 0.08 or max(abs(y1) * 0.1, 0.1)
@@ -63,10 +84,18 @@ def svg_line_chart(title: str, series: Sequence[tuple[str, Sequence[float], Sequ
         y = sy(t)
         parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>'
                      f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#555">{_fmt_tick(t)}</text>')
-    for t in _ticks(x0, x1, 6):
+    for t in (_log_ticks(x0, x1) if log_x else _ticks(x0, x1, 6)):
         x = sx(t)
+        shown = _fmt_tick(10**t if log_x else t)
         parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top + ph}" y2="{top + ph + 4}" stroke="#888"/>'
-                     f'<text x="{x:.1f}" y="{top + ph + 16}" text-anchor="middle" fill="#555">{_fmt_tick(t)}</text>')
+                     f'<text x="{x:.1f}" y="{top + ph + 16}" text-anchor="middle" fill="#555">{shown}</text>')
+    for label, value in marks:
+        if (log_x and value <= 0) or not math.isfinite(value) or not x0 <= tx(value) <= x1:
+            continue
+        x = sx(tx(value))
+        parts.append(f'<line class="mark" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + ph}" stroke="#555" '
+                     f'stroke-dasharray="4 3"><title>{esc(label)}</title></line>'
+                     f'<text x="{x + 4:.1f}" y="{top + 12}" fill="#333">{esc(label)}</text>')
     parts.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#bbb"/>')
     parts.append(f'<text x="{left + pw / 2:.1f}" y="{height - 6}" text-anchor="middle" fill="#333">{esc(x_label)}</text>'
                  f'<text transform="translate(14,{top + ph / 2:.1f}) rotate(-90)" text-anchor="middle" fill="#333">{esc(y_label)}</text>')
@@ -74,8 +103,8 @@ def svg_line_chart(title: str, series: Sequence[tuple[str, Sequence[float], Sequ
         color = SERIES_COLORS[i % len(SERIES_COLORS)]
         line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in p)
         parts.append(f'<polyline points="{line}" fill="none" stroke="{color}" stroke-width="2"/>')
-        parts.extend(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{color}"><title>{esc(name)}: '
-                     f'{_fmt_tick(x)}, {y:.4g}</title></circle>' for x, y in p)
+        parts.extend(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="{2 if len(p) > 60 else 3}" fill="{color}"><title>'
+                     f'{esc(name)}: {_fmt_tick(10**x if log_x else x)}, {y:.4g}</title></circle>' for x, y in p)
         lx, ly = left + pw - 150, top + 14 + 15 * i
         if i == 0:
             parts.append(f'<rect x="{lx - 6}" y="{top + 3}" width="150" height="{15 * len(pts) + 4}" fill="#fff" fill-opacity=".85"/>')
