@@ -210,6 +210,15 @@ def test_install_plot_templates_copies_links_and_sets_the_config(tmp_path) -> No
     with pytest.raises(Exception, match="not a DVC folder"):
         install_plot_templates(tmp_path / "nowhere" / ".dvc")
 
+    # the same from the command line, for an existing project: copies back in place of the links
+    out = _run([sys.executable, "-m", "datakit", "init", str(project), "--plots-only"], tmp_path, env).stdout
+    assert "wrote .dvc/plots/epochs.json, .dvc/config (plots.html_template = plots/datakit.html)" in " ".join(out.split())
+    assert not link.is_symlink() and link.read_bytes() == plot_templates()["epochs.json"].read_bytes()
+    assert "up to date" in _run([sys.executable, "-m", "datakit", "init", str(project), "--plots-only"], tmp_path, env).stdout
+    bad = subprocess.run([sys.executable, "-m", "datakit", "init", str(tmp_path / "elsewhere"), "--plots-only"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "not a DVC folder" in bad.stderr and not (tmp_path / "elsewhere").exists()
+
 
 # ---- init, dvc plots show, Chromium offline ----------------------------------------------------
 
