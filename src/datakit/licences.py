@@ -188,9 +188,10 @@ def _split_order(name: str) -> tuple[int, str]:
 def warnings(counts: dict[str, int]) -> list[str]:
     """The obligations that `counts` (family -> images) carry, one plain-English line each."""
     lines: list[str] = []
-    credit = counts.get(BY, 0) + counts.get(BY_SA, 0) + counts.get(NC, 0) + counts.get(ND, 0)
+    named = [f for f in (BY, BY_SA, NC, ND) if counts.get(f, 0)]
+    credit = sum(counts[f] for f in named)
     if credit:
-        lines.append(f"Attribution required: {_images(credit)} (BY, BY-SA, NC, ND) must be credited with title, "
+        lines.append(f"Attribution required: {_images(credit)} ({', '.join(named)}) must be credited with title, "
                      f"creator, licence and source wherever the dataset goes: ship ATTRIBUTION.md with it.")
     if counts.get(BY_SA, 0):
         lines.append(f"Share-alike: {_are(counts[BY_SA])} BY-SA; datasets derived from them must carry "
@@ -352,7 +353,7 @@ def _link(text: str, url: str) -> str:
     web = _web_url(url)
     if web:
         return f"[{_md(text)}]({web})"
-    return f"{_md(text)} ({_md(url)})" if url else _md(text)
+    return f"{_md(text)} (`{url.replace('`', '')}`)" if url else _md(text)  # not http(s): shown, never a link
 
 
 def _line(r: Any) -> str:
