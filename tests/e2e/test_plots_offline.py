@@ -27,7 +27,7 @@ from tests.e2e.helpers import REPO
 from tests.e2e.test_dvc import make_env
 
 
-def _load_build_script():  # tools/ is scripts, not a package
+def _load_build_script() -> Any:  # tools/ is scripts, not a package
     spec = importlib.util.spec_from_file_location("build_plots_template", REPO / "tools" / "build_plots_template.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
