@@ -56,9 +56,9 @@ def strip_code_deps(dvc_yaml: str) -> str:
             line = m.group(1) + ", ".join(kept) + "]"
         out.append(line)
     text = "\n".join(out)
-    return re.sub(r"# Each stage lists the params keys it reads and the source its command runs.*?metrics land in reports/\*\.json\.",
-                  "# Each stage lists the params keys it reads; metrics land in reports/*.json. Written by `datakit init`\n"
-                  "# (the datakit code itself is not a dependency here: pin its version in your requirements).",
+    return re.sub(r"# Each stage lists the params keys it reads and the source its command runs.*?sets it\)\.\n",
+                  "# Each stage lists the params keys it reads. Written by `datakit init` (the datakit code itself is\n"
+                  "# not a dependency here: pin its version in your requirements).\n",
                   text, flags=re.S)
 
 
