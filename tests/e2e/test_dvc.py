@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 DEMO = REPO / "pipelines" / "demo"
 BIN = Path(sys.executable).parent
-STAGES = ["scrape", "embed", "dedup", "suspects", "curate", "split", "audit", "augment", "embed_augment", "balance",
+STAGES = ["scrape", "embed", "dedup", "suspects", "curate", "split", "credits", "audit", "augment", "embed_augment", "balance",
           "train", "evaluate", "report"]
 DATA_STAGES = STAGES[:STAGES.index("train")]  # what a train.lr change must not re-run
 AFTER_AUDIT = STAGES[STAGES.index("augment"):]  # what a failed audit must stop
@@ -154,9 +154,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     write_pipeline(root)
     shutil.copytree(DEMO / "review", root / "review")  # the (empty) decisions file curate depends on
-    (root / ".gitignore").write_text(".datakit/\n")  # the trainer's pixel cache at the project root
+    # the trainer's pixel cache at the project root; run facts (timings); rendered plots
+    (root / ".gitignore").write_text(".datakit/\n*.run.json\ndvc_plots/\n")
     p.git("init", "-q")
     p.dvc("init", "-q")
+    p.run(BIN / "datakit", "init", ".", "--plots-only")  # the epochs template and the offline page
     p.git("add", "-A")
     p.git("commit", "-q", "-m", "tiny demo pipeline")
 
@@ -251,6 +253,32 @@ def test_second_repro_is_a_fast_no_op(project: Project) -> None:
     assert took < 10, f"a no-op dvc repro took {took:.1f} s"
 
 
+def test_a_fresh_clone_reproduces_the_committed_lock(project: Project, tmp_path: Path) -> None:
+    """Every declared output is deterministic: a clone with no cache re-runs every stage and
+    leaves dvc.lock and git as committed (timings go to reports/*.run.json, not versioned)."""
+    clone = project.clone(tmp_path / "fresh")
+    proc = clone.dvc("repro")
+    for stage in STAGES:
+        assert f"Running stage '{stage}'" in proc.stdout, f"stage {stage} did not run in the fresh clone"
+    changed = clone.git("status", "--porcelain").stdout.strip()
+    assert changed == "", f"a re-run changed versioned files:\n{changed}\n{clone.git('diff', '--stat').stdout}"
+    assert (clone.root / "dvc.lock").read_bytes() == (project.root / "dvc.lock").read_bytes()
+    assert (clone.root / "reports" / "train.run.json").is_file()  # the timings are still written
+
+
+def test_metrics_are_a_few_named_scalars(project: Project) -> None:
+    shown = json.loads(project.dvc("metrics", "show", "--json").stdout)
+    (files,) = [rev["data"] for rev in shown.values()]
+    assert set(files) == {"reports/metrics.json"}
+    data = files["reports/metrics.json"]["data"]
+    assert {"accuracy", "balanced_accuracy", "macro_f1", "test_images", "leaks", "duplicates_removed"} <= set(data)
+    assert all(isinstance(v, int | float) and not isinstance(v, bool) for v in data.values()), data
+    ev = json.loads((project.root / "reports" / "evaluate.json").read_text())
+    assert data["accuracy"] == pytest.approx(ev["accuracy"], abs=1e-4)
+    table = project.dvc("metrics", "show").stdout
+    assert max(map(len, table.splitlines())) < 250, table  # one screen, not ~380 columns
+
+
 def test_plots_render_with_the_confusion_matrix(project: Project, tmp_path: Path) -> None:
     proc = project.dvc("plots", "show", "--json")
     plots = json.loads(proc.stdout)["data"]
@@ -320,12 +348,14 @@ def test_grid_through_the_dvc_queue(project: Project) -> None:
             data = rev["data"]
             lr = data["params"]["params.yaml"]["data"]["train"]["lr"]
             metrics = data["metrics"]
-            found[lr] = {"name": rev["name"], "evaluate": metrics["reports/evaluate.json"]["data"],
-                         "train": metrics["reports/train.json"]["data"]}
+            assert set(metrics) == {"reports/metrics.json"}  # one metrics file, flat scalars
+            train = json.loads(project.git("show", f"{rev['rev']}:reports/train.json").stdout)
+            found[lr] = {"name": rev["name"], "metrics": metrics["reports/metrics.json"]["data"], "train": train}
     assert set(found) == {0.01, 0.003}, found.keys()
     assert {found[0.01]["name"], found[0.003]["name"]} == set(names)
     for lr, m in found.items():
-        assert 0.0 <= m["evaluate"]["accuracy"] <= 1.0
+        assert 0.0 <= m["metrics"]["accuracy"] <= 1.0
+        assert all(isinstance(v, int | float) for v in m["metrics"].values()), m["metrics"]
         assert m["train"]["params"]["lr"] == lr  # the model was trained with the queued value
 
     # a new lr re-runs train/evaluate/report only; the data stages come from the cache
