@@ -13,6 +13,7 @@ online augmentation) is handed in by the caller (`data.OnlineAugment`).
 | `devices.py` | the device, DDP under torchrun, batches moved onto the device |
 | `nets.py` | the networks (backbone + head, linear probe), optimiser groups, metrics, inference |
 | `loop.py` | `fit` (one training run, best state kept), `run` (the stage) and `train_folder` (the command's run) |
+| `lrfind.py` | the learning-rate range test (`datakit train --lr-find`): `find_folder`, lr_find.csv/json, a suggested lr |
 | `checkpoint.py` | model.pt, history.csv, dvclive |
 | `evaluate.py` | `run` (the evaluate stage: test metrics, mistakes, learning curve, k-fold CV), `metrics` |
 | `predict.py` | `load_model(path)`, `predict_folder(model_dir, folder)` |
@@ -33,6 +34,10 @@ def __getattr__(name: str) -> Any:  # lazy: `from datakit.train import run` impo
         from datakit.train import loop
 
         return getattr(loop, name)
+    if name == "lr_find":
+        from datakit.train import lrfind
+
+        return lrfind.find_folder
     if name in ("load_model", "predict_folder"):
         from datakit.train import predict
 

@@ -25,10 +25,13 @@ Outputs (in the folder given, atomically): `lr_find.csv` (step, lr, loss, smooth
 sweep stopped early). The smoothed loss is the bias-corrected exponential moving average
 (`beta`) of the batch losses.
 
-Suggestion: the lr of the steepest descent of the smoothed loss against log10(lr), looked for
-between the first few steps (the average settling) and the minimum of the smoothed loss; also
-reported: the lr of that minimum divided by 10 (the other classic rule). When the loss did not
-descend before its minimum the suggestion falls back to minimum/10 and says so.
+Suggestion (finetune): the lr of the steepest descent of the smoothed loss against log10(lr),
+looked for between the first few steps (the average settling) and the minimum of the smoothed
+loss; also reported: the lr of that minimum divided by 10 (the other classic rule). When the
+loss did not descend before its minimum the suggestion falls back to minimum/10 and says so.
+linear_probe: the lr of the least loss, at most 1 (L-BFGS's own step scale): training's line
+search starts its trial there (a start far below costs its evaluations, and a probe at 1e-7
+barely moves in a few epochs).
 """
 
 from __future__ import annotations
@@ -151,11 +154,12 @@ def suggest(lrs: np.ndarray, smoothed: np.ndarray, *, quasi_newton: bool = False
 
 
 def lr_text(lr: float) -> str:
-    """`lr` to two significant digits, as YAML reads a float (`3.0e-05`, never `3e-05`)."""
+    """`lr` to two significant digits, written so YAML reads a float (`3.0e-05`, not `3e-05`,
+    a string to YAML 1.1; `1.0`, not the integer `1`)."""
     text = f"{lr:.2g}"
-    if "e" in text and "." not in text:
-        mant, _, exp = text.partition("e")
-        text = f"{mant}.0e{exp}"
+    if "." not in text:
+        mant, e, exp = text.partition("e")
+        text = f"{mant}.0{e}{exp}"
     return text
 
 
