@@ -130,10 +130,11 @@ def test_export_writes_the_credits_and_copies_the_datasheet(project: Path) -> No
     rep = json.loads((project / "reports" / "export.json").read_text())
     assert rep["files"] == ["ATTRIBUTION.md", "attribution.csv", "DATASHEET.md"] and rep["licences"]["images"] == len(exported)
     # Again (its own files are replaced), then into a folder where a user's ATTRIBUTION.md waits: refused.
-    assert invoke("export", project / "split", "--out", out, "--link", "copy").exit_code == 0
+    assert invoke("export", project / "split", "--out", out, "--link", "copy",
+                  "--report", project / "reports" / "export-2.json").exit_code == 0
     mine = project / "other"
     mine.mkdir()
     (mine / "ATTRIBUTION.md").write_text("my own notes", encoding="utf-8")
-    res = invoke("export", project / "split", "--out", mine)
+    res = invoke("export", project / "split", "--out", mine, "--report", project / "reports" / "export-3.json")
     assert res.exit_code == 1 and "not written by datakit export" in res.output
     assert (mine / "ATTRIBUTION.md").read_text(encoding="utf-8") == "my own notes" and not (mine / "train").exists()
