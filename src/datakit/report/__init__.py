@@ -44,6 +44,7 @@ from datakit.manifest import find_project_root
 from datakit.report.charts import svg_line_chart
 from datakit.report.datasheet import DATASHEET, build_datasheet
 from datakit.report.evaluation import confusion, evaluation_section, training_section
+from datakit.report.lrfind import with_lr_find
 from datakit.report.parts import RunFiles, Thumbs, esc, html_table
 from datakit.report.review import review_section
 from datakit.report.sections import audit_section, balance_section, duplicates_section, funnel, funnel_section
@@ -131,6 +132,7 @@ _SECTIONS = {
     "audit": ("Audit", "reports/audit.json"),
     "balance": ("Balance", "reports/balance.json"),
     "training": ("Training", "train/history.csv or reports/train.json"),
+    "lr_find": ("Learning-rate range test", "lr_find.csv"),  # optional (train --lr-find): never listed as absent
     "evaluation": ("Evaluation", "evaluate/ (predictions.csv, per_class.csv, learning_curve.csv, mistakes.json) or reports/evaluate.json"),
 }
 
@@ -182,6 +184,7 @@ def build_report(stages: Mapping[str, Path], reports_dir: Path | None, out: Path
     if review is not None:
         built = {"funnel": built["funnel"], "duplicates": built["duplicates"], "review": review,
                  **{k: v for k, v in built.items() if k not in ("funnel", "duplicates")}}
+    built = with_lr_find(built, run)
     absent = [f"{_SECTIONS[k][0]}: no {_SECTIONS[k][1]}" for k, v in built.items() if v is None]
     if thumbs.used >= max_thumb_bytes:
         notes.append(f"thumbnail budget ({max_thumb_bytes:,} bytes) reached: later images are drawn as boxes")
