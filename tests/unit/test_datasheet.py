@@ -68,7 +68,8 @@ def project(tmp_path_factory) -> dict[str, Any]:
         f"{rows['image_id'].iat[1]},remove,,blurry,2026-01-03T11:00:00Z\n"
         f"{rows['image_id'].iat[2]},accept,,,2026-01-04T12:00:00Z\n")
     for args in (("curate", d / "suspects", "--decisions", tmp / "review" / "decisions.csv", "--out", d / "curate"),
-                 ("split", d / "curate", "--out", d / "split"), ("augment", d / "split", "--out", d / "augment"),
+                 ("split", d / "curate", "--out", d / "split"), ("credits", d / "split", "--out", d / "credits"),
+                 ("augment", d / "split", "--out", d / "augment"),
                  ("balance", d / "augment", "--out", d / "balance")):
         res = invoke(*args, "--params", params, "--report", r / f"{args[0]}.json")
         assert res.exit_code == 0, res.output
@@ -201,7 +202,7 @@ def test_uses_and_distribution_follow_the_data(project) -> None:
         assert int(row["total"]) == int(fams.eq(fam).sum())
         for s in ("train", "val", "test"):
             assert int(row[s]) == int((fams.eq(fam) & split["split"].eq(s)).sum())
-    assert f"`datakit credits data/split --out DIR` writes {lic.ATTRIBUTION_MD}" in dist
+    assert f"See [../data/credits/{lic.ATTRIBUTION_MD}](../data/credits/{lic.ATTRIBUTION_MD})" in dist  # credits' output
     assert "Share-alike:" in dist
 
 
@@ -226,7 +227,7 @@ def test_maintenance_names_commit_lock_hash_and_remote(project) -> None:
     assert res["datasheet"]["images"] == len(_manifest(project, "split").pipe(lambda df: df[kept(df)]))
     # the other datasheet and page are untracked files now: changes like any other
     assert "3 uncommitted change(s): `params.yaml`, `reports/DATASHEET.md`, `reports/report.html`." in again
-    assert f"git log --format=%H -S {md5.removesuffix('.dir')} -- dvc.lock | tail -1" in again
+    assert f"git log --format=%H -S {md5.removesuffix('.dir')} -- :/dvc.lock | tail -1" in again
 
 
 def test_same_inputs_same_bytes_and_source_date_epoch(project, monkeypatch) -> None:
@@ -265,7 +266,7 @@ def test_a_partial_pipeline_outside_git_says_what_is_missing(project, tmp_path) 
     for label, n in dedup[kept(dedup)]["label"].value_counts().items():
         assert int(table[label]["images"]) == n
     assert "Not a git work tree with a commit" in text and "_(fill in: the person or team" in text
-    assert "no DVC remote configured" in text and "No dvc.lock" in text
+    assert "no DVC remote configured" in text and "No dvc.lock" in text and "it needs a split, not in this run" in text
     assert res["datasheet"]["classes"] == sorted(dedup["label"].unique())
     html = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert '<a href="DATASHEET.md">' in html

@@ -1,15 +1,11 @@
-"""`DATASHEET.md`: a datasheet for one dataset version, after "Datasheets for Datasets" (Gebru et
-al., 2018/2021), written by `datakit report` next to the HTML page.
-
-Every statement is read from the run: the stage folders and reports the page reads, params.yaml,
-git (commit, uncommitted paths, user.name), the dvc.lock of the folder the report runs in, the
-DVC config. A part whose stage did not run is one line saying so; a fact no file records (who
-funded the work; the dates, when the manifest has no time column) is a marked fill-in line.
-
-Sections: Motivation, Composition, Collection process, Preprocessing / cleaning / labelling, Uses,
-Distribution, Maintenance (how to get this exact version). The text is a function of its inputs
-only: no wall-clock time (a `Generated` line only when SOURCE_DATE_EPOCH is set), no absolute
-path inside the project, every table sorted.
+"""`DATASHEET.md`: a datasheet for one dataset version after "Datasheets for Datasets" (Gebru et
+al., 2018/2021), written by `datakit report` beside the HTML page: Motivation, Composition,
+Collection process, Preprocessing / cleaning / labelling, Uses, Distribution, Maintenance (how to
+get this exact version). Every statement is read from the run (stage folders and reports,
+params.yaml, git, the dvc.lock of the folder the report runs in, the DVC config); a stage that did
+not run is one line saying so, and a fact no file records (funding; the dates when the manifest
+has no time column) a marked fill-in line. The text is a function of its inputs: no wall-clock
+time (a `Generated` line only with SOURCE_DATE_EPOCH), no absolute path inside the project.
 """
 
 from __future__ import annotations
@@ -37,7 +33,6 @@ from datakit.stage import AUGMENTED, ORIGINAL, OVERSAMPLED, SMOTE, kept, origins
 DATASHEET = "DATASHEET.md"
 SHAPING = ("scrape", "licenses", "dedup", "suspects", "split", "augment", "balance")  # the params sections shown
 FEW_TEST = 20  # a class with fewer test images gets a caution: its per-class test figures are noisy
-MAX_QUERY_ROWS = 60
 Lines = list[str]
 
 
@@ -84,6 +79,11 @@ def _shown(path: Path, base: Path) -> str:
         return Path(path).resolve().relative_to(Path(base).resolve()).as_posix()
     except ValueError:
         return str(path)
+
+
+def _rel(target: Path, doc: Path) -> str:
+    """A link from the document `doc` to `target`."""
+    return Path(os.path.relpath(Path(target).absolute(), Path(doc).absolute().parent)).as_posix()
 
 
 def source_date() -> str | None:
@@ -193,8 +193,7 @@ def _meaning(reason: str) -> str:
 
 
 def _time_columns(df: pd.DataFrame) -> dict[str, tuple[str, str]]:
-    """{column: (first, last)} of the columns holding times (a datetime type, or a name such as
-    fetched_at, *_time, *_date)."""
+    """{column: (first, last)} of the time columns (a datetime type, or named fetched_at, *_time, *_date)."""
     found = {}
     for col in df.columns:
         if re.search(r"(^|_)(at|time|date|timestamp|fetched)$", str(col)) or pd.api.types.is_datetime64_any_dtype(df[col]):
@@ -261,10 +260,7 @@ def composition(run: RunFiles, fig: dict[str, Any]) -> Lines:
     fig["images"] = len(df)
     if stage == "split" and "split" in cols:
         names = [s for s in SPLITS if s in set(df["split"])] + sorted(set(df["split"].dropna().astype(str)) - set(SPLITS))
-        per = {c: {s: int((labels.eq(c) & df["split"].eq(s)).sum()) for s in names} for c in sorted(set(labels))}
-        fig["per_split"] = per
-        rows = [*([c, *v.values(), sum(v.values())] for c, v in per.items()),
-                ["**total**", *(sum(v[s] for v in per.values()) for s in names), len(df)]]
+        fig["per_split"], rows = _by_class(labels, df["split"], names)
         lines += [f"**Images per class and split** ({len(df)} kept images in `split`):", "",
                   *_table(["class", *names, "total"], rows)]
     else:
@@ -272,6 +268,13 @@ def composition(run: RunFiles, fig: dict[str, Any]) -> Lines:
         lines += [*_absent("Splits", f"split (no train/val/test yet): the counts are the kept rows of `{stage}`"),
                   *_table(["class", "images"], [*per_class.items(), ["**total**", len(df)]])]
     return lines + _duplicates(run, fig) + _noise(run, fig) + _training_rows(run, fig)
+
+
+def _by_class(labels: pd.Series, by: pd.Series, names: Sequence[str]) -> tuple[dict[str, dict[str, int]], list[list[Any]]]:
+    """{class: {name: rows}} of `labels` x `by`, and its table rows with a total per column."""
+    per = {c: {n: int((labels.eq(c) & by.eq(n)).sum()) for n in names} for c in sorted(set(labels))}
+    return per, [*([c, *v.values(), sum(v.values())] for c, v in per.items()),
+                 ["**total**", *(sum(v[n] for v in per.values()) for n in names), len(labels)]]
 
 
 def _duplicates(run: RunFiles, fig: dict[str, Any]) -> Lines:
@@ -308,10 +311,8 @@ def _training_rows(run: RunFiles, fig: dict[str, Any]) -> Lines:
     origin, labels = origins(train), train["label"].astype(str)
     kinds = [o for o in (ORIGINAL, AUGMENTED, OVERSAMPLED, SMOTE) if origin.eq(o).any()]
     kinds += sorted(set(origin) - set(kinds))
-    per = {c: {o: int((labels.eq(c) & origin.eq(o)).sum()) for o in kinds} for c in sorted(set(labels))}
+    per, rows = _by_class(labels, origin, kinds)
     fig["training_rows"] = {"stage": stage, "per_class": per}
-    rows = [*([c, *v.values(), sum(v.values())] for c, v in per.items()),
-            ["**total**", *(sum(v[o] for v in per.values()) for o in kinds), len(train)]]
     return [f"**Rows made for training** (kept train rows of `{stage}` by origin; val and test are never augmented):",
             "", *_table(["class", *kinds, "total"], rows)]
 
@@ -354,11 +355,8 @@ def _queries(df: pd.DataFrame, fails: pd.DataFrame) -> Lines:
     failed = _counts(fails["query"]) if "query" in fails.columns else {}
     label = {str(q): ", ".join(sorted(set(g.astype(str)))) for q, g in df.groupby("query")["label"]}
     names = sorted(set(stored) | set(failed), key=lambda q: (label.get(q, ""), q))
-    rows = [[q, label.get(q, ""), stored.get(q, 0) + failed.get(q, 0), stored.get(q, 0), failed.get(q, 0)]
-            for q in names[:MAX_QUERY_ROWS]]
-    more = len(names) - MAX_QUERY_ROWS
-    return [f"**Queries** ({len(names)}):", "", *_table(["query", "label", "returned", "stored", "failed"], rows),
-            *([f"_… and {more} more queries (the HTML report lists them all)._", ""] if more > 0 else [])]
+    rows = [[q, label.get(q, ""), stored.get(q, 0) + failed.get(q, 0), stored.get(q, 0), failed.get(q, 0)] for q in names]
+    return [f"**Queries** ({len(names)}):", "", *_table(["query", "label", "returned", "stored", "failed"], rows)]
 
 
 def preprocessing(run: RunFiles, project: Path, fig: dict[str, Any]) -> Lines:
@@ -499,11 +497,13 @@ def distribution(run: RunFiles, licences: Mapping[str, Any] | None, out: Path, p
               "Named by the providers as: " + _join(licences.get("licenses") or {}) + ".", "",
               *(["**Obligations:**", "", *(f"- {w}" for w in warnings)] if warnings else
                 ["**Obligations:** none: every image is in the public domain."]), ""]
-    att = next((p for p in (out.parent / lic.ATTRIBUTION_MD, out.parent.parent / lic.ATTRIBUTION_MD) if p.is_file()), None)
-    folder = _shown(run.stages.get(stage, Path(stage)), project)
-    return lines + ["**Attribution.** " + (f"See [{att.name}]({Path(os.path.relpath(att, out.parent)).as_posix()})" if att
+    places = (out.parent, out.parent.parent, run.stages.get("split", out.parent).parent / "credits")  # credits' --out
+    att = next((p / lic.ATTRIBUTION_MD for p in places if (p / lic.ATTRIBUTION_MD).is_file()), None)
+    folder = _shown(run.stages.get(stage, Path(stage)), project) if stage == "split" else "SPLIT"
+    return lines + ["**Attribution.** " + (f"See [{_rel(att, out)}]({_rel(att, out)})" if att
                     else f"`datakit credits {folder} --out DIR` writes {lic.ATTRIBUTION_MD} and {lic.ATTRIBUTION_CSV}")
-                    + " (per image: title, creator, licence, licence URL, source page).", ""]
+                    + " (per image: title, creator, licence, licence URL, source page)"
+                    + (": it needs a split, not in this run." if folder == "SPLIT" and not att else "."), ""]
 
 
 def maintenance(run: RunFiles, project: Path, git: dict[str, Any] | None, out: Path, fig: dict[str, Any]) -> Lines:
@@ -534,9 +534,12 @@ def maintenance(run: RunFiles, project: Path, git: dict[str, Any] | None, out: P
                                       "is only in this machine's DVC cache."))
     pull = "dvc pull" + (f" -r {remotes[0][0]}" if remotes and default not in dict(remotes) else "")
     lines += ["", "**To get this version:**", "", "```sh"]
+    where = _shown(project, Path(git["top"])) if git else "."
+    if where != ".":
+        lines.append(f"cd {where}   # from the repository's root: the folder of dvc.yaml")
     if commit is not None and git and git["dirty"] and "split" in hashes:
         lines += [f"git log --format=%H -S {str(hashes['split']['md5']).removesuffix('.dir')} -- "
-                  f"{_shown(lock, Path(git['top']))} | tail -1   # the first commit of dvc.lock with this split (once "
+                  f":/{_shown(lock, Path(git['top']))} | tail -1   # the first commit of dvc.lock with this split (once "
                   f"committed: this run was built on {commit[:12]} plus the changes above)", f"git checkout <that commit> && {pull}"]
     else:
         lines.append(f"git checkout {commit or '<commit>'} && {pull}" + ("   # after committing the changes above, "
@@ -569,8 +572,7 @@ def build_datasheet(run: RunFiles, out: Path, *, project: Path | None = None, pa
     fig: dict[str, Any] = {"path": str(out), "git": git, "licences": licences, "classes": classes}
     head = ["# Datasheet", "", "_After \"Datasheets for Datasets\" (Gebru et al., 2018/2021). Every figure is read by "
             "`datakit report` from this run's stage folders and reports"
-            + (f"; the HTML report: [{html.name}]({Path(os.path.relpath(html, out.parent)).as_posix()})" if html else "")
-            + "._", ""]
+            + (f"; the HTML report: [{html.name}]({_rel(html, out)})" if html else "") + "._", ""]
     when = source_date()
     if when:
         head += [f"Generated {when} (SOURCE_DATE_EPOCH).", ""]
