@@ -95,7 +95,7 @@ def svg_line_chart(title: str, series: Sequence[tuple[str, Sequence[float], Sequ
         x = sx(tx(value))
         parts.append(f'<line class="mark" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + ph}" stroke="#555" '
                      f'stroke-dasharray="4 3"><title>{esc(label)}</title></line>'
-                     f'<text x="{x + 4:.1f}" y="{top + 12}" fill="#333">{esc(label)}</text>')
+                     f'<text x="{x + 4:.1f}" y="{top + ph - 6}" fill="#333">{esc(label)}</text>')
     parts.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#bbb"/>')
     parts.append(f'<text x="{left + pw / 2:.1f}" y="{height - 6}" text-anchor="middle" fill="#333">{esc(x_label)}</text>'
                  f'<text transform="translate(14,{top + ph / 2:.1f}) rotate(-90)" text-anchor="middle" fill="#333">{esc(y_label)}</text>')

@@ -68,11 +68,14 @@ def lr_find_section(run: RunFiles) -> tuple[str, dict[str, Any]] | None:
                            ("batches", len(frame)), ("lr swept to", _lr(max(lr) if lr else None)),
                            ("stopped early", "yes" if meta.get("stopped_early") else "no")]))
     if finite:
-        low, first = min(finite), finite[0]
-        top = max(first, low) + 0.15 * abs(max(first, low) - low) + 1e-6  # a diverging tail is drawn on the edge
-        chart = svg_line_chart("Loss vs learning rate", [("smoothed loss", lr, smoothed), ("batch loss", lr, loss)],
-                               x_label="learning rate (log scale)", y_label="training loss",
-                               y_range=(max(0.0, low - 0.1 * (top - low)), top), log_x=True,
+        every = [v for v in finite + loss if math.isfinite(v)]
+        low, first = min(every), finite[0]
+        top = max(first, min(finite)) * 1.15  # a diverging tail is drawn on the top edge
+        same = meta.get("beta") == 0 or smoothed == loss  # the probe's full-batch loss is not smoothed
+        series = ([("loss (full batch)", lr, loss)] if same
+                  else [("smoothed loss", lr, smoothed), ("batch loss", lr, loss)])
+        chart = svg_line_chart("Loss vs learning rate", series, x_label="learning rate (log scale)",
+                               y_label="training loss", y_range=(max(0.0, low - 0.05 * (top - low)), top), log_x=True,
                                marks=[("suggested", float(suggested))] if isinstance(suggested, (int, float)) else [])
         parts.append(f'<div class="charts" id="lr-find-curve">{chart}</div>')
     said = [esc(meta["why"])] if meta.get("why") else []
