@@ -50,19 +50,22 @@ def register(app: typer.Typer) -> None:
         datasheet: Annotated[Optional[Path], typer.Option("--datasheet", help="The datasheet to write (Markdown; default: DATASHEET.md next to --out).", dir_okay=False)] = None,
         params_file: ParamsOpt = None,
         stage: Annotated[Optional[list[str]], typer.Option("--stage", help="NAME=PATH: a stage folder somewhere else than DATA/NAME (repeatable).")] = None,
+        metrics: Annotated[Optional[Path], typer.Option("--metrics", help="Where to write the headline figures: a flat JSON of a dozen named scalars (images scraped, duplicates removed, label noise, split sizes, leaks, accuracy ...) for `dvc metrics show` and `dvc exp show` (default: metrics.json in --reports).", dir_okay=False)] = None,
         report: Annotated[Optional[Path], report_option("report")] = None,
     ) -> None:
         """Write one static HTML page for a pipeline run: counts at every stage per label and query,
         duplicate and label-conflict galleries, the audit, balance, training curves, the confusion
         matrix, the learning curve and the most confident mistakes. Beside it, DATASHEET.md: the
         dataset version's datasheet (motivation, composition, collection, cleaning, uses,
-        licences, and the git commit and dvc.lock hashes to get this exact version back).
+        licences, and the dvc.lock hashes that find the commit holding this exact version).
+        And --metrics: the headline figures as flat scalars, what DVC shows as metrics.
 
         Every part is optional: what is absent is named on the page. The page embeds its images and
         charts (no script, no external URL), so it opens offline. The params file is shown in the
         header; what the page holds (sections, counts) goes to --report as JSON."""
         from datakit.console import write_report
         from datakit.report import DATASHEET, build_report, params_file_for, stage_folders
+        from datakit.report.metrics import METRICS_FILE, headline, read_stage_reports
         from datakit.stage import stage_report_path
 
         try:
@@ -73,6 +76,7 @@ def register(app: typer.Typer) -> None:
         except DatakitError as exc:
             raise _fail(exc) from None
         write_report(stage_report_path("report", report), result)
+        write_report(metrics if metrics is not None else reports / METRICS_FILE, headline(read_stage_reports(reports)))
         for line in result["absent"]:
             err.print(f"not in this run: {line}", highlight=False, markup=False)
         for line in result["notes"]:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import os
 import platform
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ from datakit.errors import DatakitError
 from datakit.fsutil import atomic_write_text
 from datakit.manifest import find_project_root
 from datakit.report.charts import svg_line_chart
-from datakit.report.datasheet import DATASHEET, build_datasheet
+from datakit.report.datasheet import DATASHEET, build_datasheet, source_date
 from datakit.report.evaluation import confusion, evaluation_section, training_section
 from datakit.report.lrfind import with_lr_find
 from datakit.report.parts import RunFiles, Thumbs, esc, html_table
@@ -137,6 +136,11 @@ _SECTIONS = {
 }
 
 
+def _from_page(path: Path, page: Path) -> str:
+    """`path` as seen from the page's folder (relative: the page can move with its project)."""
+    return Path(os.path.relpath(Path(path).absolute(), Path(page).absolute().parent)).as_posix()
+
+
 def build_report(stages: Mapping[str, Path], reports_dir: Path | None, out: Path, *, root: Path | None = None,
                  params_file: Path | None = None, title: str = "datakit run report", largest_groups: int = 12,
                  max_conflict_groups: int = 40, max_pairs: int = 8, max_mistakes: int = 16,
@@ -194,14 +198,17 @@ def build_report(stages: Mapping[str, Path], reports_dir: Path | None, out: Path
         sheet = build_datasheet(run, Path(datasheet), project=project, params_text=params_text,
                                 params_name=Path(params_file).name if params_file is not None else "params.yaml",
                                 html=Path(out))
+    when = source_date()
     nav = " ".join(f'<a href="#{k}">{esc(_SECTIONS[k][0])}</a>' for k, v in built.items() if v is not None)
     stage_rows = [[k, str(v) if v.is_dir() else "–", "found" if run.report(k) is not None else "–"] for k, v in stages.items()]
     header = [
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>"
         f"<meta name='viewport' content='width=device-width'><style>{_CSS}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
-        f'<p class="meta">generated {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")} · project root {esc(root)}'
-        f"{f' · reports {esc(reports_dir)}' if reports_dir else ''}</p>",
+        # no wall-clock time (unless SOURCE_DATE_EPOCH) and no absolute path: the page is a pipeline
+        # output, the same wherever and whenever the same data makes it
+        f'<p class="meta">{f"generated {esc(when)} · " if when else ""}project root {esc(_from_page(Path(root), out))}'
+        f"{f' · reports {esc(_from_page(reports_dir, out))}' if reports_dir else ''}</p>",
         f"<nav>{nav}</nav>",
     ]
     if datasheet is not None:

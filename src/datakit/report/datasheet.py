@@ -109,20 +109,12 @@ def _git(project: Path, *args: str) -> str | None:
     return done.stdout.rstrip("\n") if done.returncode == 0 else None
 
 
-def git_state(project: Path, leave_out: Iterable[Path] = ()) -> dict[str, Any] | None:
-    """{"top", "commit", "dirty": [paths], "user"} of the git work tree holding `project`, or None
-    outside one. `leave_out` (the report's own outputs) never count as uncommitted changes."""
+def git_state(project: Path) -> dict[str, Any] | None:
+    """{"top": the work tree's root} of the git work tree holding `project`, or None outside one.
+    Nothing else of git: not the commit (the one that will hold this run does not exist yet), not
+    uncommitted changes, not user.name; each differs between clones making the same data."""
     top = _git(project, "rev-parse", "--show-toplevel")
-    if top is None:
-        return None
-    skip = {Path(p).resolve() for p in leave_out}
-    dirty = []
-    for line in (_git(project, "-c", "core.quotepath=off", "status", "--porcelain") or "").splitlines():
-        rel = line[3:].split(" -> ")[-1].strip('"')
-        if (Path(top) / rel).resolve() not in skip:
-            dirty.append(rel)
-    return {"top": top, "commit": _git(project, "rev-parse", "--verify", "-q", "HEAD"), "dirty": sorted(dirty),
-            "user": _git(project, "config", "user.name") or None}
+    return None if top is None else {"top": top}
 
 
 def dvc_remotes(project: Path) -> tuple[list[tuple[str, str]], str | None]:
@@ -207,7 +199,7 @@ def _time_columns(df: pd.DataFrame) -> dict[str, tuple[str, str]]:
 # Sections: each returns its lines and adds its figures to `fig`
 
 
-def motivation(run: RunFiles, params_text: str | None, params_name: str, user: str | None, fig: dict[str, Any]) -> Lines:
+def motivation(run: RunFiles, params_text: str | None, params_name: str, fig: dict[str, Any]) -> Lines:
     lines = ["## Motivation", ""]
     classes = fig["classes"]
     if classes:
@@ -229,8 +221,9 @@ def motivation(run: RunFiles, params_text: str | None, params_name: str, user: s
         if other:  # the params shown may not be the ones the data was made with
             lines += [f"_The scrape manifest holds {len(other)} queries these params do not make (e.g. `{other[0]}`): the "
                       "params changed after the scrape, or it ran with other options._", ""]
-    lines += ["**Who created the dataset.** " + (f"{user} (git `user.name`)." if user else
-              "_(fill in: the person or team who created this dataset; git has no user.name here)_"),
+    # not git's user.name: it differs between the clones that re-run the pipeline, and the
+    # datasheet must be the same wherever the same data is made
+    lines += ["**Who created the dataset.** _(fill in: the person or team who created this dataset)_",
               "", "**Funding.** _(fill in: who funded the work, if anyone)_", ""]
     if params_text is None:
         return lines + _absent("Parameters", "the params file (`datakit report --params`); dvc.lock records them")
@@ -507,20 +500,18 @@ def distribution(run: RunFiles, licences: Mapping[str, Any] | None, out: Path, p
 
 
 def maintenance(run: RunFiles, project: Path, git: dict[str, Any] | None, out: Path, fig: dict[str, Any]) -> Lines:
+    """How to get this version back, from the data's own DVC hashes. Not the commit the run was
+    built on: the datasheet is a pipeline output, so the commit that will hold it does not exist
+    yet, and naming HEAD would make the same data give another datasheet in every commit (and
+    `dvc.lock` change on every fresh clone). The hash of the split finds its commit instead."""
     lines = ["## Maintenance: how to get this exact version", ""]
     lock = project / "dvc.lock"
     fig["dvc_lock"] = hashes = lock_outs(lock, {k: v for k, v in run.stages.items() if v.is_dir()}) if lock.is_file() else {}
     remotes, default = dvc_remotes(project)
     fig["remotes"] = remotes
-    commit = git.get("commit") if git else None
-    if commit is None:
-        lines += ["**Git.** Not a git work tree with a commit: this version cannot be checked out. _(fill in: where this "
+    if git is None:
+        lines += ["**Git.** Not a git work tree: this version can only be kept as these folders. _(fill in: where this "
                   "dataset version is kept)_", ""]
-    else:
-        dirty = git["dirty"] if git else []
-        lines += [f"**Git commit** the run was built on: `{commit}`" + ("; the working tree was clean." if not dirty else
-                  f"; the working tree had {len(dirty)} uncommitted change(s): " + ", ".join(f"`{p}`" for p in dirty[:12])
-                  + (" …" if len(dirty) > 12 else "") + "."), ""]
     if hashes:
         lines += [f"**Data** as DVC recorded it (`{_shown(lock, project)}`, written by the last `dvc repro` or `dvc commit`):",
                   "", *_table(["stage", "out", "md5", "files"],
@@ -533,17 +524,19 @@ def maintenance(run: RunFiles, project: Path, git: dict[str, Any] | None, out: P
                                       "no DVC remote configured (`dvc remote add -d NAME URL`, then `dvc push`): the data "
                                       "is only in this machine's DVC cache."))
     pull = "dvc pull" + (f" -r {remotes[0][0]}" if remotes and default not in dict(remotes) else "")
-    lines += ["", "**To get this version:**", "", "```sh"]
-    where = _shown(project, Path(git["top"])) if git else "."
+    if git is None:
+        return lines + [""]
+    lines += ["", "**To get this version:** the git commit that holds it is the first whose dvc.lock records this "
+              "split (commit dvc.lock after `dvc repro`, and `dvc push`), then:", "", "```sh"]
+    where = _shown(project, Path(git["top"]))
     if where != ".":
         lines.append(f"cd {where}   # from the repository's root: the folder of dvc.yaml")
-    if commit is not None and git and git["dirty"] and "split" in hashes:
+    if "split" in hashes:
         lines += [f"git log --format=%H -S {str(hashes['split']['md5']).removesuffix('.dir')} -- "
-                  f":/{_shown(lock, Path(git['top']))} | tail -1   # the first commit of dvc.lock with this split (once "
-                  f"committed: this run was built on {commit[:12]} plus the changes above)", f"git checkout <that commit> && {pull}"]
+                  f":/{_shown(lock, Path(git['top']))} | tail -1   # that commit",
+                  f"git checkout <that commit> && {pull}"]
     else:
-        lines.append(f"git checkout {commit or '<commit>'} && {pull}" + ("   # after committing the changes above, "
-                     "use that commit" if git and git["dirty"] else ""))
+        lines.append(f"git checkout <the commit of this dvc.lock> && {pull}")
     lines += ["```", ""]
     if "split" in hashes:
         lines += [f"The split this datasheet describes is `{hashes['split']['path']}` at DVC hash "
@@ -565,11 +558,12 @@ def build_datasheet(run: RunFiles, out: Path, *, project: Path | None = None, pa
     `html` the HTML report (linked, and never counted as an uncommitted change)."""
     out = Path(out)
     project = Path(project) if project is not None else Path.cwd()
-    git = git_state(project, [out, *([html] if html else [])])
+    git = git_state(project)
     final = final_rows(run)
     licences = lic.summary(final[1]) if final is not None else None
     classes = sorted(final[1]["label"].astype(str).unique()) if final is not None else []
-    fig: dict[str, Any] = {"path": str(out), "git": git, "licences": licences, "classes": classes}
+    # no git state in the figures either: they are the report stage's declared output (report.json)
+    fig: dict[str, Any] = {"path": str(out), "licences": licences, "classes": classes}
     head = ["# Datasheet", "", "_After \"Datasheets for Datasets\" (Gebru et al., 2018/2021). Every figure is read by "
             "`datakit report` from this run's stage folders and reports"
             + (f"; the HTML report: [{html.name}]({_rel(html, out)})" if html else "") + "._", ""]
@@ -579,7 +573,7 @@ def build_datasheet(run: RunFiles, out: Path, *, project: Path | None = None, pa
     folders = [n for n, p in run.stages.items() if p.is_dir()]
     reports = [n for n in run.stages if run.report(n) is not None]  # not report.json: the report's own figures
     head += [f"Stage folders: {', '.join(folders) or 'none'}. Reports: {', '.join(reports) or 'none'}.", ""]
-    body = [*head, *motivation(run, params_text, params_name, git.get("user") if git else None, fig),
+    body = [*head, *motivation(run, params_text, params_name, fig),
             *composition(run, fig), *collection(run, fig), *preprocessing(run, project, fig),
             *uses(run, licences, fig), *distribution(run, licences, out, project),
             *maintenance(run, project, git, out, fig)]
