@@ -53,3 +53,33 @@ def test_headline_metrics_are_flat_named_scalars_in_pipeline_order(tmp_path: Pat
     assert list(got) == [name for name, *_ in HEADLINE if name in got]  # pipeline order
     assert all(isinstance(v, int | float) and not isinstance(v, bool) for v in got.values())
     assert headline(read_stage_reports(tmp_path / "nothing-here")) == {}
+
+
+def test_the_report_counts_balanced_train_rows_as_balance_does(tmp_path: Path) -> None:
+    """Balance counts every row training uses (augment's variants included); the report's funnel
+    column must count the same, or it warns "report from another run?" on a consistent run."""
+    import pandas as pd
+
+    from datakit.manifest import write_table
+    from datakit.report.parts import RunFiles
+    from datakit.report.sections import funnel, funnel_section
+    from datakit.stage import AUGMENTED, ORIGIN, ORIGINAL, OVERSAMPLED
+
+    folder = tmp_path / "data" / "balance"
+    folder.mkdir(parents=True)
+    rows = [("a", ORIGINAL)] * 2 + [("a", AUGMENTED)] * 4 + [("b", ORIGINAL)] + [("b", AUGMENTED)] * 2 + [("b", OVERSAMPLED)] * 3
+    df = pd.DataFrame({"image_id": [f"{i:064x}" for i in range(len(rows))], "path": [None] * len(rows),
+                       "label": [r[0] for r in rows], ORIGIN: [r[1] for r in rows], "split": "train", "keep": True})
+    write_table(df, folder / "manifest.parquet")
+    reports = tmp_path / "reports"
+    write_report(reports / "balance.json", {"counts_after": {"a": 6, "b": 6}})
+    run = RunFiles({"balance": folder}, reports, tmp_path)
+    cols, by_label = funnel(run, "label")
+    assert {k: r["balanced train"] for k, r in by_label.items()} == {"a": 6, "b": 6}
+    notes: list[str] = []
+    funnel_section(run, notes)
+    assert not any("another run" in n for n in notes), notes
+    write_report(reports / "balance.json", {"counts_after": {"a": 6, "b": 5}})  # a report of another run
+    notes = []
+    funnel_section(RunFiles({"balance": folder}, reports, tmp_path), notes)
+    assert any("another run" in n for n in notes)

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from datakit.report.parts import SPLITS, RunFiles, Thumbs, card_row, esc, fmt_num, html_table
-from datakit.stage import AUGMENTED, kept, origins
+from datakit.stage import kept
 
 
 def _counts(df: pd.DataFrame | None, key: str, mask: pd.Series | None = None) -> pd.Series | None:
@@ -43,8 +43,8 @@ def funnel(run: RunFiles, key: str) -> tuple[list[str], dict[str, dict[str, int 
     if augment is not None and "split" in augment.columns:
         cols["train + augmented"] = _counts(augment, key, kept(augment) & augment["split"].eq("train"))
     if balance is not None and "split" in balance.columns:
-        cols["balanced train"] = _counts(balance, key, kept(balance) & balance["split"].eq("train")
-                                         & origins(balance).ne(AUGMENTED))
+        # every origin, as balance counts them: the rows training uses (augment's variants included)
+        cols["balanced train"] = _counts(balance, key, kept(balance) & balance["split"].eq("train"))
     present = {c: s for c, s in cols.items() if s is not None}
     names_all = sorted(set().union(*(set(s.index) for s in present.values()))) if present else []
     rows = {n: {c: int(s.get(n, 0)) for c, s in present.items()} for n in names_all}
