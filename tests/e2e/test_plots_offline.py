@@ -163,7 +163,7 @@ def test_plot_templates_fill_every_anchor() -> None:
     """Each JSON template, filled by dvc_render as `dvc plots show` does, leaves no anchor behind."""
     from dvc_render import VegaRenderer
 
-    assert {"epochs.json"} <= set(plot_templates())
+    assert {"epochs.json", "linear_logx.json"} <= set(plot_templates())
     one = [{"epoch": e, "loss": 1.0 / e, "rev": "workspace", "filename": "h.csv", "field": "loss"} for e in (1, 2, 3)]
     two = [{"epoch": e, "dvc_inferred_y_value": v, "rev": "workspace", "filename": "h.csv", "field": f}
            for e in (1, 2, 3) for f, v in (("train_loss", 1.0 / e), ("val_loss", 1.2 / e))]
@@ -171,6 +171,9 @@ def test_plot_templates_fill_every_anchor() -> None:
         "epochs.json": [(one, {"x": "epoch", "y": "loss"}),
                         (two, {"x": "epoch", "y": "dvc_inferred_y_value", "anchors_y_definitions": [
                             {"filename": "h.csv", "field": "train_loss"}, {"filename": "h.csv", "field": "val_loss"}]})],
+        "linear_logx.json": [([{"lr": 10.0 ** -k, "smoothed_loss": 1.0 + k / 10, "rev": "workspace",
+                                "filename": "lr_find.csv", "field": "smoothed_loss"} for k in range(7)],
+                              {"x": "lr", "y": "smoothed_loss"})],
     }
     for name, path in plot_templates().items():
         assert name in cases, f"{name}: add a case here"
@@ -212,7 +215,8 @@ def test_install_plot_templates_copies_links_and_sets_the_config(tmp_path) -> No
 
     # the same from the command line, for an existing project: copies back in place of the links
     out = _run([sys.executable, "-m", "datakit", "init", str(project), "--plots-only"], tmp_path, env).stdout
-    assert "wrote .dvc/plots/epochs.json, .dvc/config (plots.html_template = plots/datakit.html)" in " ".join(out.split())
+    assert ("wrote .dvc/plots/epochs.json, .dvc/plots/linear_logx.json, .dvc/config (plots.html_template = "
+            "plots/datakit.html)") in " ".join(out.split())
     assert not link.is_symlink() and link.read_bytes() == plot_templates()["epochs.json"].read_bytes()
     assert "up to date" in _run([sys.executable, "-m", "datakit", "init", str(project), "--plots-only"], tmp_path, env).stdout
     bad = subprocess.run([sys.executable, "-m", "datakit", "init", str(tmp_path / "elsewhere"), "--plots-only"],
