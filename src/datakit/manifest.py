@@ -64,6 +64,7 @@ SCRAPE_SCHEMA = pa.schema(
         ("has_gps", pa.bool_()),
         ("content_type", pa.string()),
         ("content_type_mismatch", pa.bool_()),
+        ("fetched_at", pa.string()),  # ISO 8601 UTC download time ("2026-12-05T14:03:12Z"); null: a local file
     ]
 )
 

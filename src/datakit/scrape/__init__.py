@@ -56,6 +56,7 @@ from datakit.manifest import (
 )
 from datakit.params import ScrapeParams
 from datakit.scrape.download import Journal, Work, download, download_parallel
+from datakit.scrape.fetch import fetch_time
 from datakit.scrape.providers.base import Hit, Provider, ProviderSettings, Query, TransientProviderError
 from datakit.scrape.queries import build_queries, slug
 from datakit.scrape.searchhttp import SearchClient
@@ -126,7 +127,7 @@ def _plain(value: Any) -> Any:
 
 # manifest columns that a stored result's journal record carries
 _OK_FIELDS = ("format", "width", "height", "orig_width", "orig_height", "bytes", "downsized", "has_gps",
-              "content_type", "content_type_mismatch")
+              "content_type", "content_type_mismatch", "fetched_at")
 
 TRANSIENT_REASONS = frozenset({"timeout", "connect_error", "dns_error", "payload_error", "incomplete", "rate_limited",
                                "http_429", "http_500", "http_502", "http_503", "http_504", "http_408"})
@@ -244,6 +245,8 @@ class Scraper:
 
     async def _download_all(self, items: list[_Item], journal: Journal, store: ImageStore) -> dict[str, Any]:
         todo = [Work(it.key, it.hit.url, it.hit.data, it.hit.local_path) for it in items if it.key not in journal.entries]
+        if any(w.data is None and w.local_path is None for w in todo):
+            fetch_time()  # a malformed SOURCE_DATE_EPOCH stops the run here, before any worker starts
         self.ui.start("download", len(items))
         self.ui.advance("download", len(items) - len(todo))
 
@@ -308,6 +311,7 @@ class Scraper:
                 "title": h.title, "orig_width": rec["orig_width"], "orig_height": rec["orig_height"],
                 "downsized": rec["downsized"], "has_gps": rec["has_gps"], "content_type": rec.get("content_type"),
                 "content_type_mismatch": bool(rec.get("content_type_mismatch", False)),
+                "fetched_at": rec.get("fetched_at"),  # None: read from a local file, or journaled before it existed
             })
         manifest = pd.DataFrame(rows, columns=SCRAPE_SCHEMA.names)
         failures = pd.DataFrame(fails, columns=FAILURE_SCHEMA.names)

@@ -39,7 +39,7 @@ from datakit.errors import DatakitError, StoreError
 from datakit.fsutil import atomic_write_bytes, atomic_write_text, is_disk_full
 from datakit.images import MIME, ImageLimits, ImageRejected, ImageStore, check_bytes, decode_work
 from datakit.params import FetchParams
-from datakit.scrape.fetch import Fetcher, FetchFailed
+from datakit.scrape.fetch import Fetcher, FetchFailed, fetch_time
 
 INLINE_MAX_BYTES = 256 * 1024  # validate on the loop only below this size
 INLINE_MAX_WORK = 2_000_000  # ... and this many pixel passes (a few ms of decoding); else in a thread
@@ -214,9 +214,12 @@ async def download(work: list[Work], *, fetch: FetchParams, user_agent: str, lim
                     rec.update({"status": "fail", "reason": exc.reason, "detail": exc.detail[:300],
                                 "attempts": exc.attempts, "http_status": exc.status, "content_type": exc.content_type})
                 else:
+                    fetched_at = fetch_time()  # when the body arrived; local files were never fetched
                     res = await validate(got.data, None)
                     rec.update(res)
                     rec.update({"attempts": got.attempts, "http_status": got.status, "content_type": got.content_type})
+                    if res["status"] == "ok":
+                        rec["fetched_at"] = fetched_at
                     if res["status"] == "ok" and got.content_type:
                         ct = got.content_type.split(";")[0].strip().lower()
                         rec["content_type_mismatch"] = ct != MIME.get(res["format"], "")
@@ -243,6 +246,7 @@ async def download(work: list[Work], *, fetch: FetchParams, user_agent: str, lim
     fetcher: Fetcher | None = None
     try:
         if any(not (w.data is not None or w.local_path is not None) for w in work):
+            fetch_time()  # a malformed SOURCE_DATE_EPOCH stops the run before any request
             fetcher = Fetcher(fetch, user_agent=user_agent)
             await fetcher.__aenter__()
         tasks: set[asyncio.Task[None]] = set()

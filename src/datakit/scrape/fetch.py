@@ -22,13 +22,17 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import aiohttp
 from yarl import URL
 
+from datakit.errors import DatakitError
 from datakit.params import FetchParams
 from datakit.scrape.policy import AddressPolicy, Blocked, BlockedAddress
 from datakit.scrape.secrets import URL_MARK
@@ -61,6 +65,24 @@ class Fetched:
     content_type: str | None
     final_url: str
     attempts: int
+
+
+def fetch_time(clock: Callable[[], float] = time.time) -> str:
+    """When a download happened, as the manifest's `fetched_at` holds it: ISO 8601 UTC to the
+    second ("2026-12-05T14:03:12Z"). With SOURCE_DATE_EPOCH set (reproducible builds) that
+    time, never the clock; a malformed value is a DatakitError naming the variable."""
+    raw = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if raw:
+        try:
+            if not raw.isdigit():
+                raise ValueError(raw)
+            when = datetime.fromtimestamp(int(raw), UTC)
+        except (ValueError, OverflowError, OSError):
+            raise DatakitError(f"SOURCE_DATE_EPOCH={raw!r}: expected whole seconds since 1970-01-01 UTC "
+                               "(unset it to record the real download time)") from None
+    else:
+        when = datetime.fromtimestamp(int(clock()), UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
