@@ -31,7 +31,7 @@ from datakit.errors import DatakitError
 from datakit.fsutil import atomic_write_bytes
 
 DECISIONS_HEADER = "image_id,action,label,reason,decided_at\n"
-IGNORES = {".gitignore": [".datakit/", "dvc_plots/"], ".dvcignore": [".datakit/"]}
+IGNORES = {".gitignore": [".datakit/", "dvc_plots/", "*.run.json"], ".dvcignore": [".datakit/"]}
 PLOTS_DIR = "plots"  # DVC's folder of custom plot templates, inside .dvc/
 PLOTS_PAGE = "datakit.html"  # the offline page's name there
 PLOTS_KEY = "html_template"  # in the [plots] section of .dvc/config

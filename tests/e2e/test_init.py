@@ -45,7 +45,7 @@ def test_init_then_dvc_repro(tmp_path) -> None:
     # DVC set up for plots that render offline (tests/e2e/test_plots_offline.py opens them in Chromium)
     assert "html_template = plots/datakit.html" in (project / ".dvc" / "config").read_text()
     assert (project / ".dvc" / "plots" / "datakit.html").is_file() and (project / ".dvc" / "plots" / "epochs.json").is_file()
-    assert "dvc_plots/" in (project / ".gitignore").read_text().split()
+    assert {"dvc_plots/", "*.run.json", ".datakit/"} <= set((project / ".gitignore").read_text().split())
     # a second init keeps what is there
     again = _run([sys.executable, "-m", "datakit", "init", str(project)], tmp_path, env)
     assert "kept (exists; --force overwrites): dvc.yaml, params.yaml, review/decisions.csv" in again.stdout
@@ -59,3 +59,10 @@ def test_init_then_dvc_repro(tmp_path) -> None:
     assert (project / "reports" / "report.html").is_file()
     assert json.loads((project / "reports" / "evaluate.json").read_text())["n_test"] > 0
     assert (project / "dvc.lock").is_file()
+    # the headline metrics are what DVC shows; the timings are beside the reports and ignored by git
+    metrics = json.loads((project / "reports" / "metrics.json").read_text())
+    assert {"scraped", "n_test", "accuracy"} <= set(metrics) and all(isinstance(v, int | float) for v in metrics.values())
+    assert (project / "reports" / "DATASHEET.md").is_file() and (project / "data" / "credits" / "ATTRIBUTION.md").is_file()
+    assert (project / "reports" / "train.run.json").is_file()
+    untracked = _run(["git", "status", "--porcelain", "--untracked-files=all"], project, env).stdout
+    assert ".run.json" not in untracked and "dvc_plots" not in untracked, untracked
