@@ -164,7 +164,8 @@ def test_collection_counts_and_failures_match(project) -> None:
     assert set(queries) == set(scrape["query"])
     for q, n in scrape["query"].value_counts().items():
         assert int(queries[q]["stored"]) == n and int(queries[q]["failed"]) == int(fails["query"].eq(q).sum())
-    assert "no fetch time" in text and "_(fill in: when the scrape ran)_" in text
+    assert scrape["fetched_at"].isna().all()  # synthetic: rendered files, never downloaded
+    assert "No fetch time: every image was read from local files" in text and "_(fill in: when these files were made)_" in text
     reasons = {(r["stage"], r["reason"]): r for r in _rows(text, "**What failed and why**")}
     curate_fails = _manifest(project, "curate", "failures.parquet")
     expected = {**{("scrape", k): v for k, v in fails["reason"].value_counts().items()},

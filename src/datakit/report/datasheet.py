@@ -330,8 +330,10 @@ def collection(run: RunFiles, fig: dict[str, Any]) -> Lines:
         lines += _queries(df, fails)
         times = _time_columns(df)
         lines += ["**Dates.** " + ("; ".join(f"`{c}` from {a} to {b}" for c, (a, b) in times.items()) + "." if times else
-                  f"The scrape manifest records no fetch time (no date column among its {len(df.columns)} columns). "
-                  "_(fill in: when the scrape ran)_"), ""]
+                  ("No fetch time: every image was read from local files (the synthetic or folder provider), "
+                   "not downloaded. _(fill in: when these files were made)_" if "fetched_at" in df.columns else
+                   f"The scrape manifest records no fetch time (no date column among its {len(df.columns)} columns). "
+                   "_(fill in: when the scrape ran)_")), ""]
     counts = _failures(run).groupby(["stage", "reason"]).size()
     fig["failures"] = {f"{s}/{r}": int(n) for (s, r), n in counts.items()}
     if not len(counts):
