@@ -115,7 +115,7 @@ def review(
 
 @app.command(
     epilog="Example:\n\n  datakit curate data/suspects --decisions review/decisions.csv --out data/curate",
-    short_help="Apply the review decisions (relabel, remove) before split; every row stays, with its reason.",
+    short_help="Apply the review decisions (relabel, remove) and the licence gate before split; every row stays, with its reason.",
 )
 def curate(
     input_dir: Annotated[Path, input_argument("A suspects (or dedup) folder.")],
