@@ -59,7 +59,7 @@ def test_torchrun_two_processes_gloo(tmp_path: Path) -> None:
     assert [f for f in files if not f.startswith(("dvclive/", ".datakit/"))] == ["history.csv", "model.pt"]
     assert len(pd.read_csv(tmp_path / "model" / "history.csv")) == 3
     assert json.loads((tmp_path / "model" / "dvclive" / "metrics.json").read_text())["step"] == 2
-    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["train.json"]
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["train.json", "train.run.json"]  # + its timings
 
     # the model loads and predicts sanely: every class, mostly right, on held-out images
     lm = load_model(tmp_path / "model")

@@ -44,12 +44,14 @@ def test_dask_shards_match_local_workers_and_keep_per_host_global(tmp_path, prov
     urls_file = tmp_path / "urls.csv"
     pd.DataFrame(urls, columns=["url", "label"]).to_csv(urls_file, index=False)
 
-    local, local_report = _scrape(tmp_path, "local", urls_file, {"DATAKIT_DASK_SCHEDULER": ""})
+    # one fetch time for both runs (reproducible-builds convention), so the manifests can match byte for byte
+    epoch = {"SOURCE_DATE_EPOCH": "1764547200"}
+    local, local_report = _scrape(tmp_path, "local", urls_file, {"DATAKIT_DASK_SCHEDULER": "", **epoch})
     assert local_report["workers"] == 2
     for server in (provider_server, public_server):
         server.reset_stats()
 
-    dist_env = {"DATAKIT_DASK_SCHEDULER": "local:2"}
+    dist_env = {"DATAKIT_DASK_SCHEDULER": "local:2", **epoch}
     dist, dist_report = _scrape(tmp_path, "dist", urls_file, dist_env)
     assert dist_report["workers"] == 2 and dist_report["download_executor"] == "dask"
     assert "download_executor" not in local_report  # no scheduler: the local worker processes
@@ -63,6 +65,7 @@ def test_dask_shards_match_local_workers_and_keep_per_host_global(tmp_path, prov
     m, f = manifest(dist), failures(dist)
     assert len(m) + len(f) == len(urls) and verify(dist).ok
     assert {"truncated", "http_404"} <= set(f["reason"])
+    assert set(m["fetched_at"]) == {"2025-12-01T00:00:00Z"}  # every stored image was downloaded, at "the" time
 
     # settled results live in the per-shard journals: a second run fetches nothing again
     n = len(provider_server.log) + len(public_server.log)

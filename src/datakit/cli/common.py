@@ -24,7 +24,7 @@ def out_option(what: str) -> Any:
 def report_option(stage: str) -> Any:
     """`--report FILE`: where the stage's figures go (default reports/<stage>.json; its timings beside it)."""
     return typer.Option("--report", help=f"Where to write the stage's figures as JSON (default reports/{stage}.json; "
-                        f"wall times and throughput go beside it, to reports/{stage}.run.json).")
+                        "its wall times and throughput go beside it, to NAME.run.json).")
 
 
 def input_argument(what: str) -> Any:
