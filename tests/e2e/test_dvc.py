@@ -285,6 +285,11 @@ def test_metrics_are_a_few_named_scalars(project: Project) -> None:
     assert data["accuracy"] == pytest.approx(ev["accuracy"], abs=1e-4)
     table = project.dvc("metrics", "show").stdout
     assert max(map(len, table.splitlines())) < 200, table  # one screen, not ~380 columns
+    # the committed row of `dvc exp show` reads the committed metrics.json: values, not "!"
+    head = project.git("rev-parse", "HEAD").stdout.strip()
+    rows = json.loads(project.dvc("exp", "show", "--json").stdout)
+    main = next(r for r in rows if r["rev"] == head)["data"]
+    assert main["metrics"]["reports/metrics.json"]["data"]["accuracy"] == data["accuracy"]
 
 
 def test_plots_render_with_the_confusion_matrix(project: Project, tmp_path: Path) -> None:
