@@ -185,8 +185,13 @@ def _split_order(name: str) -> tuple[int, str]:
     return (SPLIT_NAMES.index(name) if name in SPLIT_NAMES else len(SPLIT_NAMES), name)
 
 
-def warnings(counts: dict[str, int]) -> list[str]:
-    """The obligations that `counts` (family -> images) carry, one plain-English line each."""
+# providers whose API returns no licence at all: every image they give is `unknown`
+NO_LICENCE_PROVIDERS = ("brave", "bing", "serpapi")
+
+
+def warnings(counts: dict[str, int], unknown_from: dict[str, int] | None = None) -> list[str]:
+    """The obligations that `counts` (family -> images) carry, one plain-English line each.
+    `unknown_from` (provider -> images of unknown licence) says where those came from."""
     lines: list[str] = []
     named = [f for f in (BY, BY_SA, NC, ND) if counts.get(f, 0)]
     credit = sum(counts[f] for f in named)
@@ -206,8 +211,12 @@ def warnings(counts: dict[str, int]) -> list[str]:
         lines.append(f"Other licences: {_images(counts[OTHER])} {'carries' if counts[OTHER] == 1 else 'carry'} a licence outside Creative Commons (e.g. All "
                      f"Rights Reserved, Pixabay/Pexels/Unsplash licences): read its terms before use.")
     if counts.get(UNKNOWN, 0):
-        lines.append(f"Unknown: {_images(counts[UNKNOWN])} {'has' if counts[UNKNOWN] == 1 else 'have'} no licence information (Brave and Bing return "
-                     f"none): check them before use.")
+        where = ", ".join(f"{p} {n}" for p, n in sorted((unknown_from or {}).items()))
+        silent = [p for p in (unknown_from or {}) if p.lower() in NO_LICENCE_PROVIDERS]
+        said = " and ".join(p.capitalize() for p in sorted(silent)) + (" returns" if len(silent) == 1 else " return")
+        why = f" (from {where}" + (f"; {said} no licence" if silent else "") + ")" if where else ""
+        lines.append(f"Unknown: {_images(counts[UNKNOWN])} {'has' if counts[UNKNOWN] == 1 else 'have'} no licence "
+                     f"information{why}: check them before use.")
     return lines
 
 
@@ -228,7 +237,11 @@ def summary(rows: pd.DataFrame) -> dict[str, Any]:
     shown = names.map(lambda v: "(none)" if _blank(v) else " ".join(str(v).split()))
     out["licenses"] = {str(k): int(v) for k, v in shown.value_counts().sort_index().items()}
     out["derived"] = int((keep & ~original).sum())
-    out["warnings"] = warnings(out["families"])
+    unknown_from: dict[str, int] = {}
+    if "provider" in chosen.columns:
+        by = chosen.loc[(fams == UNKNOWN).to_numpy(dtype=bool), "provider"].map(cell_text).replace("", "(no provider)")
+        unknown_from = {str(k): int(v) for k, v in by.value_counts().items()}
+    out["warnings"] = warnings(out["families"], unknown_from)
     return out
 
 

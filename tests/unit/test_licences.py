@@ -103,7 +103,14 @@ def test_summary_counts_kept_originals_per_split_and_states_every_obligation() -
     assert "Share-alike: 1 image is BY-SA; datasets derived from them must carry the same licence" in text
     assert "Non-commercial: 1 image is NC; no commercial use" in text
     assert "No derivatives: 1 image is ND; augmentation" in text
-    assert "Unknown: 1 image has no licence information (Brave and Bing return none): check them before use." in text
+    assert "Unknown: 1 image has no licence information: check them before use." in text  # no provider column
+    # with providers: where the unknown ones came from, and why when the API gives no licence
+    rows = _rows().assign(provider=["openverse", "flickr", "brave", "wikimedia", "flickr", "brave", "brave", "urls"],
+                          license=lambda d: d["license"].where(d["image_id"] != "h", None))
+    text = "\n".join(summary(rows)["warnings"])
+    assert "Unknown: 2 images have no licence information (from brave 1, urls 1; Brave returns no licence)" in text
+    rows = rows.assign(provider=rows["provider"].replace({"urls": "bing"}))
+    assert "(from bing 1, brave 1; Bing and Brave return no licence)" in "\n".join(summary(rows)["warnings"])
     assert "Other licences" not in text
     public = summary(pd.DataFrame({"image_id": ["a"], "license": ["CC0"], "keep": [True]}))
     assert public["warnings"] == [] and "by_split" not in public
