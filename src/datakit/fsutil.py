@@ -1,4 +1,4 @@
-"""Atomic file writes and the output-folder lock.
+"""Atomic file writes, the output-folder lock, and the time written files may carry.
 
 Every file datakit writes goes to a temp file in the same folder and is moved into place with
 `os.replace`, so a reader sees the old version or the new one, never half of either
@@ -17,11 +17,28 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
-from datakit.errors import LockedError, StoreError
+from datakit.errors import DatakitError, LockedError, StoreError
 
 TMP_SUFFIX = ".tmp"
+
+
+def source_date_epoch(hint: str = "") -> datetime | None:
+    """SOURCE_DATE_EPOCH (the reproducible-builds convention: the time an output carries instead
+    of the clock's) as a UTC datetime; None when unset or empty. A malformed value is a
+    DatakitError naming the variable (`hint`: what unsetting it does)."""
+    raw = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if not raw:
+        return None
+    try:
+        if not raw.isdigit():
+            raise ValueError(raw)
+        return datetime.fromtimestamp(int(raw), UTC)
+    except (ValueError, OverflowError, OSError):
+        raise DatakitError(f"SOURCE_DATE_EPOCH={raw!r}: expected whole seconds since 1970-01-01 UTC"
+                           + (f" ({hint})" if hint else "")) from None
 
 # mkstemp creates files with mode 0600; datasets are shared, so finished files get the mode a
 # plain open() would have given them. Read once, at import (os.umask is process-wide).

@@ -13,8 +13,8 @@ from datakit.cli import audit as _audit  # noqa: E402,F401
 from datakit.cli import augment as _augment  # noqa: E402,F401
 from datakit.cli import balance as _balance  # noqa: E402,F401
 from datakit.cli import credits as _credits  # noqa: E402,F401
-from datakit.cli import dedup as _dedup  # noqa: E402,F401
 from datakit.cli import curation as _curation  # noqa: E402,F401
+from datakit.cli import dedup as _dedup  # noqa: E402,F401
 from datakit.cli import embed as _embed  # noqa: E402,F401
 from datakit.cli import export as _export  # noqa: E402,F401
 

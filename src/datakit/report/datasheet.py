@@ -16,7 +16,6 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ import yaml
 
 from datakit import licences as lic
 from datakit.errors import DatakitError
-from datakit.fsutil import atomic_write_text
+from datakit.fsutil import atomic_write_text, source_date_epoch
 from datakit.manifest import FAILURES, REASONS
 from datakit.report.parts import SPLITS, RunFiles
 from datakit.stage import AUGMENTED, ORIGINAL, OVERSAMPLED, SMOTE, kept, origins, training_rows
@@ -88,12 +87,8 @@ def _rel(target: Path, doc: Path) -> str:
 
 def source_date() -> str | None:
     """The build date from SOURCE_DATE_EPOCH (reproducible builds), or None when it is not set."""
-    raw = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    if not raw:
-        return None
-    if not raw.isdigit():
-        raise DatakitError(f"SOURCE_DATE_EPOCH={raw!r}: expected whole seconds since 1970-01-01 UTC")
-    return datetime.fromtimestamp(int(raw), UTC).strftime("%Y-%m-%d %H:%M UTC")
+    when = source_date_epoch()
+    return None if when is None else when.strftime("%Y-%m-%d %H:%M UTC")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import os
 import random
 import time
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from datetime import UTC, datetime
 import aiohttp
 from yarl import URL
 
-from datakit.errors import DatakitError
+from datakit.fsutil import source_date_epoch
 from datakit.params import FetchParams
 from datakit.scrape.policy import AddressPolicy, Blocked, BlockedAddress
 from datakit.scrape.secrets import URL_MARK
@@ -71,17 +70,7 @@ def fetch_time(clock: Callable[[], float] = time.time) -> str:
     """When a download happened, as the manifest's `fetched_at` holds it: ISO 8601 UTC to the
     second ("2026-12-05T14:03:12Z"). With SOURCE_DATE_EPOCH set (reproducible builds) that
     time, never the clock; a malformed value is a DatakitError naming the variable."""
-    raw = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    if raw:
-        try:
-            if not raw.isdigit():
-                raise ValueError(raw)
-            when = datetime.fromtimestamp(int(raw), UTC)
-        except (ValueError, OverflowError, OSError):
-            raise DatakitError(f"SOURCE_DATE_EPOCH={raw!r}: expected whole seconds since 1970-01-01 UTC "
-                               "(unset it to record the real download time)") from None
-    else:
-        when = datetime.fromtimestamp(int(clock()), UTC)
+    when = source_date_epoch("unset it to record the real download time") or datetime.fromtimestamp(int(clock()), UTC)
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
