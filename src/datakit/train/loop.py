@@ -427,6 +427,35 @@ def embeddings_path(params: TrainParams, data: Path | None, given: Path | None =
     return Path(data or ".") / EMBEDDINGS
 
 
+@dataclass
+class TrainingInputs:
+    """What training (and the LR range test) reads besides params: the train and val rows, the
+    label list, balance's class weights, the embeddings (linear probe) and the pixel cache (finetune)."""
+
+    train: pd.DataFrame
+    val: pd.DataFrame
+    labels: list[str]
+    class_weights: dict[str, float] | None
+    embeddings: Embeddings | None
+    cache: PixelCache | None
+
+
+def training_inputs(manifest: pd.DataFrame, params: TrainParams, ctx: StageContext) -> TrainingInputs:
+    """The rows and side inputs of `manifest` as training uses them (INPUT is `ctx.input`, else OUT)."""
+    input_dir = Path(ctx.input) if ctx.input is not None else Path(ctx.out or ".")
+    train = split_rows(manifest, "train", originals_only=False)
+    val = split_rows(manifest, "val", originals_only=True)
+    usable = train[has_image(train)] if params.mode == "finetune" else train
+    labels = label_list(usable, ("val", val))
+    return TrainingInputs(
+        train=train, val=val, labels=labels,
+        class_weights=read_class_weights(params.class_weights, input_dir, labels),
+        embeddings=(load_embeddings(embeddings_path(params, input_dir, ctx.embeddings))
+                    if params.mode == "linear_probe" else None),
+        cache=(PixelCache(cache_folder(params, ctx.root), *cache_key(params))
+               if params.mode == "finetune" and params.cache else None))
+
+
 def run(manifest: pd.DataFrame, params: TrainParams, ctx: StageContext, *,
         augment: OnlineAugment | None = None) -> StageResult:
     """The train stage: fit on the kept train rows, early-stop on val, write OUT/model.pt,
@@ -444,18 +473,11 @@ def run(manifest: pd.DataFrame, params: TrainParams, ctx: StageContext, *,
     log = ctx.progress.note if d.main else None
     device = setup_device(params.device, d)
     try:
-        train = split_rows(manifest, "train", originals_only=False)
-        val = split_rows(manifest, "val", originals_only=True)
-        usable = train[has_image(train)] if params.mode == "finetune" else train
-        labels = label_list(usable, ("val", val))
-        weights = read_class_weights(params.class_weights, input_dir, labels)
-        embeddings = (load_embeddings(embeddings_path(params, input_dir, ctx.embeddings))
-                      if params.mode == "linear_probe" else None)
-        cache = (PixelCache(cache_folder(params, ctx.root), *cache_key(params))
-                 if params.mode == "finetune" and params.cache else None)
+        got = training_inputs(manifest, params, ctx)
+        train, val, labels, weights, embeddings = got.train, got.val, got.labels, got.class_weights, got.embeddings
         live = live_logger(out_dir, params, augment) if d.main and params.dvclive else None
         result = fit(train, val, labels, params, root=ctx.root, device=device, augment=augment, embeddings=embeddings,
-                     class_weights=weights, cache=cache, live=live, dist=d, log=log)
+                     class_weights=weights, cache=got.cache, live=live, dist=d, log=log)
         if d.main:
             try:
                 input_rel: str | None = relpath(ctx.root, input_dir)

@@ -55,17 +55,11 @@ from datakit.stage import SPLIT, NoProgress, StageContext, StageResult, load_inp
 from datakit.train.data import (
     ImageRows,
     OnlineAugment,
-    PixelCache,
-    has_image,
-    label_list,
-    load_embeddings,
     make_loader,
-    read_class_weights,
     seed_everything,
-    split_rows,
 )
 from datakit.train.devices import Dist, Inputs, autocast, dist_from_env
-from datakit.train.loop import cache_folder, cache_key, embeddings_path, prepare
+from datakit.train.loop import prepare, training_inputs
 from datakit.train.nets import ProbeHead, make_model, param_groups
 from datakit.train.params import TrainParams
 
@@ -313,19 +307,11 @@ def run(manifest: pd.DataFrame, params: TrainParams, ctx: StageContext, *, augme
     cuda = device.type == "cuda"
     if cuda:
         torch.backends.cudnn.benchmark = True
-    input_dir = Path(ctx.input) if ctx.input is not None else Path(ctx.out)
-    train = split_rows(manifest, "train", originals_only=False)
-    val = split_rows(manifest, "val", originals_only=True)
-    usable = train[has_image(train)] if params.mode == "finetune" else train
-    labels = label_list(usable, ("val", val))
-    class_weights = read_class_weights(params.class_weights, input_dir, labels)
-    embeddings = (load_embeddings(embeddings_path(params, input_dir, ctx.embeddings))
-                  if params.mode == "linear_probe" else None)
-    cache = (PixelCache(cache_folder(params, ctx.root), *cache_key(params))
-             if params.mode == "finetune" and params.cache else None)
+    got = training_inputs(manifest, params, ctx)  # exactly what training reads
+    labels, class_weights = got.labels, got.class_weights
     seed_everything(params.seed)
-    prep = prepare(train, val.iloc[0:0], labels, params, root=ctx.root, augment=augment, embeddings=embeddings,
-                   cache=cache, d=Dist(), log=ctx.progress.note)
+    prep = prepare(got.train, got.val.iloc[0:0], labels, params, root=ctx.root, augment=augment,
+                   embeddings=got.embeddings, cache=got.cache, d=Dist(), log=ctx.progress.note)
     n_train = len(prep.y_train)
     if n_train == 0:
         raise DatakitError("no train rows left to learn from (every row lacks an image or a vector)")
