@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from datakit.console import read_report, run_facts_path, split_run_facts, write_report
-from datakit.report.metrics import HEADLINE, headline, read_stage_reports
+from datakit.errors import DatakitError
+from datakit.report.metrics import HEADLINE, headline
+from datakit.report.parts import RunFiles
 
 
 def test_timings_go_beside_the_report_and_the_report_is_the_same_on_a_rerun(tmp_path: Path) -> None:
@@ -46,13 +50,16 @@ def test_headline_metrics_are_flat_named_scalars_in_pipeline_order(tmp_path: Pat
     }
     for stage, rep in reports.items():
         write_report(tmp_path / f"{stage}.json", rep)
-    (tmp_path / "curate.json").write_text("{not json")  # unreadable: its keys are left out, nothing else
-    got = headline(read_stage_reports(tmp_path))
+    got = headline(RunFiles({}, tmp_path, tmp_path).report)  # the report's own reader: each file read once
     assert got == {"scraped": 723, "duplicates": 95, "label_noise": 0.0792, "flagged": 45,
                    "n_train": 503, "n_val": 64, "n_test": 61, "leaks": 0, "accuracy": 0.8361, "macro_f1": 0.8306}
     assert list(got) == [name for name, *_ in HEADLINE if name in got]  # pipeline order
     assert all(isinstance(v, int | float) and not isinstance(v, bool) for v in got.values())
-    assert headline(read_stage_reports(tmp_path / "nothing-here")) == {}
+    assert headline(RunFiles({}, tmp_path / "nothing-here", tmp_path).report) == {}
+    assert headline(RunFiles({}, None, tmp_path).report) == {}
+    (tmp_path / "split.json").write_text("{not json")  # damaged: one clear error naming the file, as the page gives
+    with pytest.raises(DatakitError, match="split.json"):
+        headline(RunFiles({}, tmp_path, tmp_path).report)
 
 
 def test_the_report_counts_balanced_train_rows_as_balance_does(tmp_path: Path) -> None:

@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         header; what the page holds (sections, counts) goes to --report as JSON."""
         from datakit.console import write_report
         from datakit.report import DATASHEET, build_report, params_file_for, stage_folders
-        from datakit.report.metrics import METRICS_FILE, headline, read_stage_reports
+        from datakit.report.metrics import METRICS_FILE
         from datakit.stage import stage_report_path
 
         try:
@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
         except DatakitError as exc:
             raise _fail(exc) from None
         write_report(stage_report_path("report", report), result)
-        write_report(metrics if metrics is not None else reports / METRICS_FILE, headline(read_stage_reports(reports)))
+        write_report(metrics if metrics is not None else reports / METRICS_FILE, result["metrics"])
         for line in result["absent"]:
             err.print(f"not in this run: {line}", highlight=False, markup=False)
         for line in result["notes"]:

@@ -44,6 +44,7 @@ from datakit.report.charts import svg_line_chart
 from datakit.report.datasheet import DATASHEET, build_datasheet, source_date
 from datakit.report.evaluation import confusion, evaluation_section, training_section
 from datakit.report.lrfind import with_lr_find
+from datakit.report.metrics import headline
 from datakit.report.parts import RunFiles, Thumbs, esc, html_table
 from datakit.report.review import review_section
 from datakit.report.sections import audit_section, balance_section, duplicates_section, funnel, funnel_section
@@ -235,6 +236,7 @@ def build_report(stages: Mapping[str, Path], reports_dir: Path | None, out: Path
         "sections": {k: v is not None for k, v in built.items()}, "absent": absent, "notes": notes,
     }
     result.update({k: v[1] for k, v in built.items() if v is not None})
+    result["metrics"] = headline(run.report)  # the scalars DVC shows (`datakit report --metrics`)
     if sheet is not None:  # its headline figures (the git state stays in the file)
         result["datasheet"] = {k: sheet.get(k) for k in ("path", "bytes", "images", "classes", "cautions")}
     return result

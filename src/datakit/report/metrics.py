@@ -9,10 +9,8 @@ keys out (no nulls: DVC shows "-").
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 METRICS_FILE = "metrics.json"
@@ -54,17 +52,3 @@ def headline(report_of: Callable[[str], dict[str, Any] | None]) -> dict[str, int
             continue
         out[name] = int(value) if digits is None else round(float(value), digits)
     return out
-
-
-def read_stage_reports(reports_dir: Path) -> Callable[[str], dict[str, Any] | None]:
-    """`report_of` over a reports folder: reports/<stage>.json, None when absent or unreadable."""
-
-    def report_of(stage: str) -> dict[str, Any] | None:
-        path = Path(reports_dir) / f"{stage}.json"
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
-
-    return report_of
