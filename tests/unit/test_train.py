@@ -294,7 +294,8 @@ def test_early_stopping_stops_and_keeps_the_best_epoch(tmp_path: Path) -> None:
     assert rep["val_loss"] == pytest.approx(hist["val_loss"].iloc[0])
 
 
-def test_dvclive_logs_without_turning_a_git_repo_into_a_dvc_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _git_repo_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh git repo with no commit, as the working directory (outside any `dvc repro`)."""
     git = shutil.which("git")
     if git is None:
         pytest.skip("git not installed")
@@ -303,6 +304,11 @@ def test_dvclive_logs_without_turning_a_git_repo_into_a_dvc_repo(tmp_path: Path,
     subprocess.run([git, "init", "-q", str(repo)], check=True)
     monkeypatch.chdir(repo)
     monkeypatch.delenv("DVC_ROOT", raising=False)
+    return repo
+
+
+def test_dvclive_logs_without_turning_a_git_repo_into_a_dvc_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = _git_repo_cwd(tmp_path, monkeypatch)
     balance = make_project(tmp_path / "data", embeddings=True)
     _train(balance, {**PROBE, "epochs": 3, "patience": 0, "dvclive": True}, tmp_path / "probe")
     assert not (repo / ".dvc").exists() and not (repo / ".dvcignore").exists()
@@ -538,16 +544,9 @@ def test_long_epochs_print_progress_lines(tmp_path: Path, monkeypatch: pytest.Mo
 def test_dvclive_in_a_dvc_project_with_no_commit_yet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`datakit init` then `dvc repro` before any commit: dvclive 3 asks git for HEAD and fails;
     train must still log (without a DVC experiment)."""
-    git = shutil.which("git")
-    if git is None:
-        pytest.skip("git not installed")
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    subprocess.run([git, "init", "-q", str(repo)], check=True)
+    repo = _git_repo_cwd(tmp_path, monkeypatch)
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True,
                    env={**os.environ, "DVC_NO_ANALYTICS": "1"})
-    monkeypatch.chdir(repo)
-    monkeypatch.delenv("DVC_ROOT", raising=False)
     from datakit.train.checkpoint import git_without_commits
 
     assert git_without_commits()
