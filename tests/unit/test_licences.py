@@ -167,10 +167,10 @@ def test_curate_gate_marks_disallowed_rows_with_a_failures_row_and_counts_them(t
     assert dict(f["reason"]) == {"b": "reviewed_remove", "e": "licence_not_allowed"}
     assert f.at["e", "detail"] == "licence family ND (CC BY-ND 4.0) not in licenses.allow" and f.at["e", "stage"] == "curate"
     rep = res.report["licenses"]
-    assert rep["dropped"] == res.report["licence_dropped"] == 1 and rep["dropped_by_family"] == {"ND": 1}
+    assert rep["dropped"] == 1 and rep["dropped_by_family"] == {"ND": 1}
     assert rep["kept_by_family"]["BY"] == 2 and rep["kept_by_family"]["ND"] == 0
     everything = curate(df, None, StageContext(root=tmp_path), decisions=tmp_path / "none.csv")
-    assert everything.manifest["keep"].tolist() == df["keep"].tolist() and everything.report["licence_dropped"] == 0
+    assert everything.manifest["keep"].tolist() == df["keep"].tolist() and everything.report["licenses"]["dropped"] == 0
 
 
 def test_synthetic_licence_mix_is_seeded_and_the_default_unchanged() -> None:

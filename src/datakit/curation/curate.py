@@ -88,11 +88,10 @@ def run(manifest: pd.DataFrame, params: LicensesParams | None, ctx: StageContext
         "unknown_image_ids": unknown[:50],
         "per_class": per_class,
         "decisions_file": str(decisions),
-        "licence_dropped": int(denied.sum()),
         "licenses": {
             "allow": list(gate.allow),
             "dropped": int(denied.sum()),
-            "dropped_by_family": {f: int((denied & fams.eq(f)).sum()) for f in licences.FAMILIES if (denied & fams.eq(f)).any()},
+            "dropped_by_family": {f: int(n) for f, n in fams[denied].value_counts().reindex(licences.FAMILIES).dropna().items()},
             "kept_by_family": {f: int((kept(df) & fams.eq(f)).sum()) for f in licences.FAMILIES},
         },
     }
